@@ -1,0 +1,271 @@
+"""Normalise, validate and hash one match field for a whole chunk at once.
+
+String work runs in Arrow's vectorised kernels; the only per-value Python loop is the hashlib call,
+which is the floor any pure-Python hasher pays. Rules are SPEC §2 "Normalisation before hashing".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from airflow_provider_tiktok.exceptions import TikTokConfigurationError
+
+
+class MatchField(str, Enum):
+    EMAIL = "email"
+    PHONE = "phone"
+    IDFA = "idfa"
+    GAID = "gaid"
+
+    @property
+    def is_device_id(self) -> bool:
+        return self in (MatchField.IDFA, MatchField.GAID)
+
+    @property
+    def invalid_reason(self) -> str:
+        return "invalid_device_id" if self.is_device_id else f"invalid_{self.value}"
+
+
+#: Order of ``id_schema`` in every request, whatever order the user named the fields in.
+FIELD_ORDER = (MatchField.EMAIL, MatchField.PHONE, MatchField.IDFA, MatchField.GAID)
+DIGEST_LENGTH = {"sha256": 64, "md5": 32}
+_SCHEMA_PREFIX = {
+    MatchField.EMAIL: "EMAIL",
+    MatchField.PHONE: "PHONE",
+    MatchField.IDFA: "IDFA",
+    MatchField.GAID: "AAID",
+}
+
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$"
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+ZERO_UUID = "00000000-0000-0000-0000-000000000000"  # "limit ad tracking": identifies nobody
+PHONE_PUNCTUATION = r"[\s\-\.\(\)/]"
+#: Fails every validator, so a value we cannot read as text counts as invalid rather than missing.
+UNREADABLE = "\x00"
+
+
+@dataclass(frozen=True)
+class PhoneCountry:
+    calling_code: str
+    trunk_prefix: str | None
+    national_lengths: frozenset[int]
+
+
+#: Enough to turn ordinary national numbers into E.164 without a general-purpose parser.
+PHONE_COUNTRIES: dict[str, PhoneCountry] = {
+    "US": PhoneCountry("1", "1", frozenset({10})),
+    "CA": PhoneCountry("1", "1", frozenset({10})),
+    "GB": PhoneCountry("44", "0", frozenset({9, 10})),
+    "IE": PhoneCountry("353", "0", frozenset({7, 8, 9})),
+    "FR": PhoneCountry("33", "0", frozenset({9})),
+    "DE": PhoneCountry("49", "0", frozenset(range(6, 12))),
+    "NL": PhoneCountry("31", "0", frozenset({9})),
+    "BE": PhoneCountry("32", "0", frozenset({8, 9})),
+    "ES": PhoneCountry("34", None, frozenset({9})),
+    "IT": PhoneCountry("39", None, frozenset(range(6, 12))),
+    "PT": PhoneCountry("351", None, frozenset({9})),
+    "SE": PhoneCountry("46", "0", frozenset(range(7, 10))),
+    "PL": PhoneCountry("48", None, frozenset({9})),
+    "BR": PhoneCountry("55", "0", frozenset({10, 11})),
+    "MX": PhoneCountry("52", None, frozenset({10})),
+    "IN": PhoneCountry("91", "0", frozenset({10})),
+    "JP": PhoneCountry("81", "0", frozenset({9, 10})),
+    "KR": PhoneCountry("82", "0", frozenset({9, 10})),
+    "AU": PhoneCountry("61", "0", frozenset({9})),
+    "SG": PhoneCountry("65", None, frozenset({8})),
+    "ID": PhoneCountry("62", "0", frozenset(range(9, 13))),
+    "PH": PhoneCountry("63", "0", frozenset({10})),
+    "VN": PhoneCountry("84", "0", frozenset({9, 10})),
+    "TH": PhoneCountry("66", "0", frozenset({8, 9})),
+    "MY": PhoneCountry("60", "0", frozenset({9, 10})),
+    "AE": PhoneCountry("971", "0", frozenset({8, 9})),
+    "SA": PhoneCountry("966", "0", frozenset({9})),
+    "TR": PhoneCountry("90", "0", frozenset({10})),
+}
+
+
+def phone_country(code: str | None) -> PhoneCountry | None:
+    if code is None:
+        return None
+    country = PHONE_COUNTRIES.get(code.upper())
+    if country is None:
+        raise TikTokConfigurationError(
+            f"default_phone_country {code!r} is not supported; "
+            f"use one of {', '.join(sorted(PHONE_COUNTRIES))} "
+            "or send phones in E.164 (+<country code><number>)."
+        )
+    return country
+
+
+def id_schema_for(field: MatchField, device_id_hash: str = "sha256") -> str:
+    algorithm = device_id_hash if field.is_device_id else "sha256"
+    return f"{_SCHEMA_PREFIX[field]}_{algorithm.upper()}"
+
+
+@dataclass(frozen=True)
+class FieldRules:
+    """Options that change how one field is read."""
+
+    default_phone_country: str | None = None
+    device_id_hash: str = "sha256"
+    accept_hashed: bool = False
+    normalize_gmail: bool = False
+
+    def __post_init__(self) -> None:
+        if self.device_id_hash not in DIGEST_LENGTH:
+            raise TikTokConfigurationError(
+                f"device_id_hash must be 'sha256' or 'md5', not {self.device_id_hash!r}."
+            )
+        phone_country(self.default_phone_country)
+
+    def algorithm(self, field: MatchField) -> str:
+        return self.device_id_hash if field.is_device_id else "sha256"
+
+
+@dataclass(frozen=True)
+class FieldOutcome:
+    """Per row of a chunk: a digest (null when unusable), and whether the value was present / valid."""
+
+    digests: pa.Array
+    present: np.ndarray
+    valid: np.ndarray
+
+
+def as_text(values: pd.Series) -> pa.Array:
+    """Warehouse values as Arrow strings; numbers become digit strings, NaN/None/empty become null."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        text = pd.Series(UNREADABLE, index=values.index).where(values.notna())
+    elif pd.api.types.is_float_dtype(values.dtype):
+        # 1.6577770000e10 (a phone read as float) is 16577770000; 12.5 is nobody's identifier.
+        integral = values.notna() & (values % 1 == 0)
+        text = values.where(integral).astype("Int64").astype("string")
+        text = text.mask(values.notna() & ~integral, UNREADABLE)
+    elif pd.api.types.is_integer_dtype(values.dtype):
+        text = values.astype("string")
+    else:
+        text = values.astype("string")
+    array = pa.array(text.array, type=pa.string(), from_pandas=True)
+    array = pc.utf8_trim_whitespace(array)
+    return pc.if_else(pc.equal(pc.utf8_length(array), 0), pa.scalar(None, pa.string()), array)
+
+
+def hash_values(values: list[str], algorithm: str) -> list[str]:
+    """The hot loop: one hashlib call per value (``map`` keeps bytecode out of the loop)."""
+    digest = hashlib.sha256 if algorithm == "sha256" else hashlib.md5
+    return list(map(_HEXDIGEST, map(digest, map(str.encode, values))))
+
+
+_HEXDIGEST = type(hashlib.sha256()).hexdigest
+
+
+def digest_array(digests: list[str], valid: np.ndarray, width: int) -> pa.StringArray:
+    """Place fixed-width digests at the ``valid`` rows of an Arrow array, nulls elsewhere.
+
+    Builds the buffers directly: ``pa.array(list)`` costs as much as the hashing it follows.
+    """
+    lengths = valid.astype(np.int32) * width
+    offsets = np.zeros(len(valid) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    data = pa.py_buffer("".join(digests).encode("ascii"))
+    return pa.StringArray.from_buffers(
+        len(valid), pa.py_buffer(offsets), data, bitmap, null_count=int(len(valid) - valid.sum())
+    )
+
+
+def prepare_field(values: pd.Series, field: MatchField, rules: FieldRules) -> FieldOutcome:
+    text = as_text(values)
+    present = text.is_valid().to_numpy(zero_copy_only=False)
+    algorithm = rules.algorithm(field)
+    if field is MatchField.EMAIL:
+        normalised, valid = _normalise_emails(text, rules.normalize_gmail)
+    elif field is MatchField.PHONE:
+        normalised, valid = _normalise_phones(text, phone_country(rules.default_phone_country))
+    else:
+        normalised, valid = _normalise_device_ids(text)
+    valid = pc.fill_null(valid, False)
+    if rules.accept_hashed:
+        already_hashed = _already_hashed(text, algorithm)
+        valid = pc.or_(valid, already_hashed)
+        usable = pc.filter(pc.if_else(already_hashed, pc.utf8_lower(text), normalised), valid).to_pylist()
+        passthrough = pc.filter(already_hashed, valid).to_pylist()
+        digests = [
+            v if kept else hash_values([v], algorithm)[0] for v, kept in zip(usable, passthrough, strict=True)
+        ]
+    else:
+        digests = hash_values(pc.filter(normalised, valid).to_pylist(), algorithm)
+    valid_np = valid.to_numpy(zero_copy_only=False) & present
+    return FieldOutcome(
+        digests=digest_array(digests, valid_np, DIGEST_LENGTH[algorithm]), present=present, valid=valid_np
+    )
+
+
+def _already_hashed(text: pa.Array, algorithm: str) -> pa.Array:
+    """Anchored match of a full lowercase/uppercase hex digest: never a partial or mixed value."""
+    pattern = rf"^[0-9a-fA-F]{{{DIGEST_LENGTH[algorithm]}}}$"
+    return pc.fill_null(pc.match_substring_regex(text, pattern), False)
+
+
+def _normalise_emails(text: pa.Array, normalize_gmail: bool) -> tuple[pa.Array, pa.Array]:
+    emails = pc.utf8_lower(text)
+    valid = pc.match_substring_regex(emails, EMAIL_PATTERN)
+    if normalize_gmail:
+        emails = _canonical_gmail(emails, pc.fill_null(valid, False))
+    return emails, valid
+
+
+def _canonical_gmail(emails: pa.Array, valid: pa.Array) -> pa.Array:
+    """Gmail ignores dots and ``+tags`` in the local part, and googlemail.com is gmail.com."""
+    is_gmail = pc.and_(valid, pc.match_substring_regex(emails, r"@(gmail|googlemail)\.com$"))
+    if not pc.any(is_gmail).as_py():
+        return emails
+    canonical = []
+    for address in pc.filter(emails, is_gmail).to_pylist():
+        local = address.rsplit("@", 1)[0].split("+", 1)[0].replace(".", "")
+        canonical.append(f"{local}@gmail.com")
+    return pc.replace_with_mask(emails, is_gmail, pa.array(canonical, type=pa.string()))
+
+
+def _normalise_phones(text: pa.Array, country: PhoneCountry | None) -> tuple[pa.Array, pa.Array]:
+    # Fast path: most warehouses already hold E.164; only the rest pays for cleaning.
+    clean = pc.fill_null(pc.match_substring_regex(text, E164_PATTERN), False)
+    needs_work = pc.and_(pc.is_valid(text), pc.invert(clean))
+    if not pc.any(needs_work).as_py():
+        return text, clean
+    messy = pc.filter(text, needs_work)
+    messy = pc.replace_substring_regex(messy, PHONE_PUNCTUATION, "")
+    messy = pc.replace_substring_regex(messy, r"^(tel:)?00", "+")
+    messy = pc.replace_substring_regex(messy, r"^tel:", "")
+    resolved = [_to_e164(number, country) for number in messy.to_pylist()]
+    phones = pc.replace_with_mask(text, needs_work, pa.array(resolved, type=pa.string()))
+    return phones, pc.fill_null(pc.match_substring_regex(phones, E164_PATTERN), False)
+
+
+def _to_e164(number: str, country: PhoneCountry | None) -> str | None:
+    if number.startswith("+"):
+        return number
+    if country is None or not number.isdigit():
+        return None
+    if len(number) in country.national_lengths:
+        return f"+{country.calling_code}{number}"
+    prefix = country.trunk_prefix
+    if prefix and number.startswith(prefix) and len(number) - len(prefix) in country.national_lengths:
+        return f"+{country.calling_code}{number[len(prefix) :]}"
+    code = country.calling_code
+    if number.startswith(code) and len(number) - len(code) in country.national_lengths:
+        return f"+{number}"
+    return None
+
+
+def _normalise_device_ids(text: pa.Array) -> tuple[pa.Array, pa.Array]:
+    ids = pc.ascii_lower(text)
+    valid = pc.and_(pc.match_substring_regex(ids, UUID_PATTERN), pc.not_equal(ids, ZERO_UUID))
+    return ids, valid

@@ -1,0 +1,75 @@
+"""Sync outcome arithmetic: every entered user ends in exactly one of synced, not synced, pending, errored."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class InvariantViolation(AssertionError):
+    """Users were lost or counted twice; refusing to report such numbers."""
+
+
+@dataclass
+class SyncMetrics:
+    entered: int = 0
+    synced: int = 0
+    pending: int = 0
+    not_synced: Counter[str] = field(default_factory=Counter)
+    errored: Counter[str] = field(default_factory=Counter)
+    invalid_by_field: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+    attempts: int = 0
+    batches_total: int = 0
+    batches_acknowledged: int = 0
+    duration_seconds: float = 0.0
+
+    @property
+    def not_synced_total(self) -> int:
+        return sum(self.not_synced.values())
+
+    @property
+    def errored_total(self) -> int:
+        return sum(self.errored.values())
+
+    @property
+    def users_per_second(self) -> float:
+        return round(self.synced / self.duration_seconds, 1) if self.duration_seconds > 0 else 0.0
+
+    def mark_pending_errored(self, reason: str) -> None:
+        """Turn every still-pending user into errored with ``reason`` (window over or fatal error)."""
+        if self.pending:
+            self.errored[reason] += self.pending
+            self.pending = 0
+
+    def check_invariant(self) -> None:
+        accounted = self.synced + self.not_synced_total + self.pending + self.errored_total
+        if accounted != self.entered or min(self.synced, self.pending) < 0:
+            raise InvariantViolation(
+                f"entered={self.entered} but synced+not_synced+pending+errored={accounted} "
+                f"({self.synced}+{self.not_synced_total}+{self.pending}+{self.errored_total})"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Small JSON-safe summary (the XCom return value)."""
+        data = asdict(self)
+        data.update(
+            not_synced=dict(self.not_synced),
+            errored=dict(self.errored),
+            invalid_by_field=dict(self.invalid_by_field),
+            not_synced_total=self.not_synced_total,
+            errored_total=self.errored_total,
+            users_per_second=self.users_per_second,
+            duration_seconds=round(self.duration_seconds, 3),
+        )
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SyncMetrics:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for name in ("not_synced", "errored", "invalid_by_field"):
+            known[name] = Counter(known.get(name) or {})
+        return cls(**known)

@@ -1,0 +1,237 @@
+"""Turn a stream of warehouse chunks into de-duplicated, hashed users, counting every outcome.
+
+``prepare_chunk`` is stateless (so a process pool can run it); ``UserPreparer`` keeps what must be
+seen in order: which users and identities were already taken, and the counters.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from airflow_provider_tiktok.audience.identifiers import (
+    DIGEST_LENGTH,
+    FIELD_ORDER,
+    FieldRules,
+    MatchField,
+    id_schema_for,
+    prepare_field,
+)
+from airflow_provider_tiktok.audience.keyset import CompactKeySet
+from airflow_provider_tiktok.exceptions import TikTokConfigurationError
+
+MISSING_FIELDS = "missing_fields"
+MISSING_USER_KEY = "missing_user_key"
+DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Which source columns feed which match fields, and how each field is read."""
+
+    match_fields: Mapping[str, str]
+    user_key_column: str
+    rules: FieldRules = field(default_factory=FieldRules)
+
+    def __post_init__(self) -> None:
+        if not self.match_fields:
+            raise TikTokConfigurationError(
+                "match_fields is empty: choose at least one of email, phone, idfa, gaid."
+            )
+        unknown = sorted(set(self.match_fields) - {f.value for f in MatchField})
+        if unknown:
+            raise TikTokConfigurationError(
+                f"match_fields has unknown field(s) {unknown}; use email, phone, idfa or gaid."
+            )
+        if not self.user_key_column:
+            raise TikTokConfigurationError("user_key_column is required (it de-duplicates users).")
+
+    @property
+    def fields(self) -> tuple[MatchField, ...]:
+        return tuple(f for f in FIELD_ORDER if f.value in self.match_fields)
+
+    @property
+    def id_schema(self) -> tuple[str, ...]:
+        return tuple(id_schema_for(f, self.rules.device_id_hash) for f in self.fields)
+
+    @property
+    def source_columns(self) -> list[str]:
+        return [self.user_key_column, *(self.match_fields[f.value] for f in self.fields)]
+
+    def check_columns(self, columns: Iterable[str]) -> None:
+        """Name every configured column the source lacks, before anything is read or sent."""
+        available = set(columns)
+        missing = [c for c in self.source_columns if c not in available]
+        if missing:
+            raise TikTokConfigurationError(
+                f"Source has no column(s) {missing}; it has {sorted(available)}. "
+                "Fix user_key_column / match_fields or the query."
+            )
+
+
+@dataclass
+class ChunkResult:
+    """One chunk, prepared: digests of its usable rows plus counts of the rest (picklable)."""
+
+    rows: int
+    user_keys: np.ndarray
+    identity_keys: np.ndarray
+    digests: list[pa.Array]
+    not_synced: Counter[str]
+    invalid_by_field: Counter[str]
+
+
+@dataclass
+class PreparedUsers:
+    """Usable, de-duplicated users of one chunk: ``digests[i]`` aligns with ``id_schema[i]``."""
+
+    digests: list[pa.Array]
+
+    def __len__(self) -> int:
+        return len(self.digests[0]) if self.digests else 0
+
+
+@dataclass
+class PreparationCounts:
+    entered: int = 0
+    prepared: int = 0
+    not_synced: Counter[str] = field(default_factory=Counter)
+    invalid_by_field: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def duplicates(self) -> int:
+        return self.not_synced[DUPLICATE]
+
+
+def prepare_chunk(frame: pd.DataFrame, options: PrepareOptions) -> ChunkResult:
+    options.check_columns(frame.columns)
+    rows = len(frame)
+    outcomes = [prepare_field(frame[options.match_fields[f.value]], f, options.rules) for f in options.fields]
+    invalid_by_field: Counter[str] = Counter()
+    any_present = np.zeros(rows, dtype=bool)
+    any_valid = np.zeros(rows, dtype=bool)
+    reasons = np.full(rows, MISSING_FIELDS, dtype=object)
+    first_invalid = np.zeros(rows, dtype=bool)
+    for match_field, outcome in zip(options.fields, outcomes, strict=True):
+        invalid = outcome.present & ~outcome.valid
+        if invalid.any():
+            invalid_by_field[match_field.value] += int(invalid.sum())
+        reasons[invalid & ~first_invalid] = match_field.invalid_reason
+        first_invalid |= invalid
+        any_present |= outcome.present
+        any_valid |= outcome.valid
+    key_column = frame[options.user_key_column]
+    has_key = key_column.notna().to_numpy()
+    reasons[~has_key] = MISSING_USER_KEY
+    usable = any_valid & has_key
+    not_synced = Counter(reasons[~usable].tolist())
+    digests = [outcome.digests.filter(pa.array(usable)) for outcome in outcomes]
+    user_keys = user_key_hashes(key_column[usable])
+    algorithms = [options.rules.algorithm(f) for f in options.fields]
+    return ChunkResult(
+        rows=rows,
+        user_keys=user_keys,
+        identity_keys=identity_keys(digests, algorithms),
+        digests=digests,
+        not_synced=not_synced,
+        invalid_by_field=invalid_by_field,
+    )
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def user_key_hashes(keys: pd.Series) -> np.ndarray:
+    """Deterministic 64-bit hashes of user keys (pandas' fixed-key SipHash), the same in every process."""
+    if pd.api.types.is_integer_dtype(keys.dtype):
+        return pd.util.hash_array(keys.to_numpy(dtype=np.int64))
+    return pd.util.hash_array(keys.astype("string").astype(object).to_numpy())
+
+
+def identity_keys(digests: list[pa.Array], algorithms: list[str]) -> np.ndarray:
+    """A 64-bit key per row from its digests, read straight from Arrow's buffers.
+
+    The first 16 hex characters of a digest carry 64 random bits; as ASCII they are two uint64
+    words, mixed multiplicatively. A missing digest contributes its column position instead.
+    """
+    rows = len(digests[0]) if digests else 0
+    keys = np.zeros(rows, dtype=np.uint64)
+    for position, (column, algorithm) in enumerate(zip(digests, algorithms, strict=True), start=1):
+        width = DIGEST_LENGTH[algorithm]
+        filled = column.fill_null("0" * width)
+        offsets = np.frombuffer(filled.buffers()[1], dtype=np.int32)[filled.offset : filled.offset + rows + 1]
+        start = int(offsets[0]) if rows else 0
+        chars = np.frombuffer(filled.buffers()[2], dtype=np.uint8)[start : start + rows * width]
+        words = np.ascontiguousarray(chars.reshape(rows, width)[:, :16]).view(np.uint64)
+        with np.errstate(over="ignore"):
+            column_key = (words[:, 0] ^ (words[:, 1] * _MIX)) * _MIX
+            column_key[~column.is_valid().to_numpy(zero_copy_only=False)] = np.uint64(position)
+            keys = (keys ^ column_key) * _MIX + np.uint64(position)
+    return keys
+
+
+class UserPreparer:
+    """Streams chunks through preparation and de-duplication, keeping exact counts as it goes."""
+
+    def __init__(self, options: PrepareOptions) -> None:
+        self.options = options
+        self.counts = PreparationCounts()
+        self._seen_users = CompactKeySet()
+        self._seen_identities = CompactKeySet()
+
+    def prepare(self, frames: Iterable[pd.DataFrame], *, processes: int = 1) -> Iterator[PreparedUsers]:
+        """Yield usable users chunk by chunk, in input order (deterministic for a given order)."""
+        for result in map_chunks(frames, self.options, processes):
+            yield self._deduplicate(result)
+
+    def _deduplicate(self, result: ChunkResult) -> PreparedUsers:
+        counts = self.counts
+        counts.entered += result.rows
+        counts.not_synced.update(result.not_synced)
+        counts.invalid_by_field.update(result.invalid_by_field)
+        user_keys, identities = result.user_keys, result.identity_keys
+        duplicate = (
+            pd.Series(user_keys).duplicated().to_numpy() | pd.Series(identities).duplicated().to_numpy()
+        )
+        duplicate |= self._seen_users.contains(user_keys) | self._seen_identities.contains(identities)
+        keep = ~duplicate
+        self._seen_users.add(user_keys[keep])
+        self._seen_identities.add(identities[keep])
+        kept = int(keep.sum())
+        counts.prepared += kept
+        if kept < len(keep):
+            counts.not_synced[DUPLICATE] += len(keep) - kept
+        mask = pa.array(keep)
+        return PreparedUsers([column.filter(mask) for column in result.digests])
+
+
+def map_chunks(
+    frames: Iterable[pd.DataFrame], options: PrepareOptions, processes: int
+) -> Iterator[ChunkResult]:
+    """``prepare_chunk`` over the frames, in order; with ``processes > 1`` on a bounded process pool."""
+    if processes <= 1:
+        for frame in frames:
+            yield prepare_chunk(frame, options)
+        return
+    with ProcessPoolExecutor(max_workers=processes) as pool:
+        yield from _bounded_ordered_map(pool, frames, options, in_flight=2 * processes)
+
+
+def _bounded_ordered_map(
+    pool: Executor, frames: Iterable[pd.DataFrame], options: PrepareOptions, in_flight: int
+) -> Iterator[ChunkResult]:
+    # Executor.map would submit every chunk at once and hold the whole input in memory.
+    frames = iter(frames)
+    pending = deque(pool.submit(prepare_chunk, f, options) for f in itertools.islice(frames, in_flight))
+    while pending:
+        result = pending.popleft().result()
+        for frame in itertools.islice(frames, 1):
+            pending.append(pool.submit(prepare_chunk, frame, options))
+        yield result

@@ -1,0 +1,179 @@
+"""De-duplication, not-synced reasons, batching and streaming — read as the spec of the core."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import orjson
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from airflow_provider_tiktok.audience import FieldRules, PrepareOptions, UserPreparer, iter_batches
+from airflow_provider_tiktok.audience.batching import validate_batch_size
+from airflow_provider_tiktok.audience.keyset import CompactKeySet
+from airflow_provider_tiktok.exceptions import TikTokConfigurationError
+
+ALL_FIELDS = {"email": "email", "phone": "phone", "idfa": "idfa"}
+OPTIONS = PrepareOptions(ALL_FIELDS, "user_id", FieldRules(default_phone_country="US"))
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run(frames, options=OPTIONS, batch_size=10_000, processes=1):
+    preparer = UserPreparer(options)
+    batches = list(iter_batches(preparer.prepare(frames, processes=processes), options.id_schema, batch_size))
+    return preparer.counts, batches
+
+
+def frame(rows):
+    return pd.DataFrame(rows, columns=["user_id", "email", "phone", "idfa"])
+
+
+def test_a_user_with_one_good_and_one_bad_field_is_synced_on_the_good_one():
+    counts, batches = run([frame([(1, "a@b.com", "12", None)])])
+    assert batches[0].rows() == [(sha256("a@b.com"), None, None)]
+    assert counts.invalid_by_field == {"phone": 1}
+    assert counts.not_synced == {}
+
+
+def test_not_synced_reasons_name_what_was_wrong():
+    counts, batches = run(
+        [
+            frame(
+                [
+                    (1, None, None, None),
+                    (2, "nope", None, None),
+                    (3, None, "123", None),
+                    (4, None, None, "not-a-uuid"),
+                    (5, "nope", "123", None),
+                    (None, "ok@example.com", None, None),
+                ]
+            )
+        ]
+    )
+    assert batches == []
+    assert counts.not_synced == {
+        "missing_fields": 1,
+        "invalid_email": 2,
+        "invalid_phone": 1,
+        "invalid_device_id": 1,
+        "missing_user_key": 1,
+    }
+
+
+def test_duplicates_by_user_key_or_identity_are_counted_once_across_chunks():
+    first = frame([(1, "a@b.com", None, None), (2, "c@d.com", None, None)])
+    second = frame([(1, "other@b.com", None, None), (3, " A@B.COM ", None, None), (4, "e@f.com", None, None)])
+    counts, batches = run([first, second])
+    assert [row[0] for batch in batches for row in batch.rows()] == [
+        sha256("a@b.com"),
+        sha256("c@d.com"),
+        sha256("e@f.com"),
+    ]
+    assert counts.duplicates == 2 and counts.entered == 5 and counts.prepared == 3
+
+
+def test_same_email_with_a_different_phone_is_a_different_identity():
+    counts, _ = run([frame([(1, "a@b.com", "+16577770000", None), (2, "a@b.com", "+16577770001", None)])])
+    assert counts.prepared == 2
+
+
+def test_batches_are_numbered_deterministically_and_never_exceed_the_limit():
+    rows = [(i, f"user{i}@example.com", None, None) for i in range(25)]
+    chunks = [frame(rows[:7]), frame(rows[7:19]), frame(rows[19:])]
+    _, batches = run(chunks, batch_size=10)
+    _, again = run([frame(rows)], batch_size=10)
+    assert [(b.number, len(b)) for b in batches] == [(1, 10), (2, 10), (3, 5)]
+    assert [b.rows() for b in batches] == [b.rows() for b in again]
+
+
+def test_batch_payload_aligns_with_id_schema_and_keeps_gaps_as_empty_objects():
+    _, [batch] = run([frame([(1, "a@b.com", None, "6d92078a-8246-4ba4-ae5b-76104861e7dc")])])
+    assert batch.id_schema == ("EMAIL_SHA256", "PHONE_SHA256", "IDFA_SHA256")
+    expected = [
+        [
+            {"id": sha256("a@b.com"), "audience_ids": ["42"]},
+            {},
+            {"id": sha256("6d92078a-8246-4ba4-ae5b-76104861e7dc"), "audience_ids": ["42"]},
+        ]
+    ]
+    assert batch.batch_data(["42"]) == expected
+    assert orjson.loads(batch.batch_data_json(["42"])) == expected
+
+
+def test_match_fields_order_does_not_change_the_schema_order():
+    options = PrepareOptions({"idfa": "idfa", "email": "email"}, "user_id")
+    assert options.id_schema == ("EMAIL_SHA256", "IDFA_SHA256")
+
+
+def test_configuration_problems_name_the_field_or_column():
+    with pytest.raises(TikTokConfigurationError, match="match_fields is empty"):
+        PrepareOptions({}, "user_id")
+    with pytest.raises(TikTokConfigurationError, match=r"unknown field\(s\) \['fax'\]"):
+        PrepareOptions({"fax": "fax"}, "user_id")
+    with pytest.raises(TikTokConfigurationError, match=r"no column\(s\) \['phone_number'\]"):
+        PrepareOptions({"phone": "phone_number"}, "user_id").check_columns(["user_id", "phone"])
+
+
+def test_batch_size_outside_tiktok_limit_is_refused():
+    with pytest.raises(ValueError, match="between 1 and 10000"):
+        validate_batch_size(10_001)
+
+
+def test_two_processes_give_the_same_batches_as_one():
+    rows = [(i, f"u{i % 40}@example.com", f"+1657777{i:04d}", None) for i in range(120)]
+    chunks = [frame(rows[i : i + 30]) for i in range(0, 120, 30)]
+    one_counts, one = run(chunks, batch_size=25)
+    two_counts, two = run(chunks, batch_size=25, processes=2)
+    assert [b.rows() for b in one] == [b.rows() for b in two]
+    assert one_counts == two_counts
+
+
+def test_compact_key_set_remembers_keys_across_merges():
+    import numpy as np
+
+    keys = CompactKeySet()
+    for start in range(0, 1000, 100):
+        batch = np.arange(start, start + 100, dtype=np.uint64) * np.uint64(7919)
+        assert not keys.contains(batch).any()
+        keys.add(batch)
+        assert keys.contains(batch).all()
+    assert len(keys) == 1000
+    assert keys.contains(np.array([7919 * 5, 3], dtype=np.uint64)).tolist() == [True, False]
+
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+values = st.one_of(
+    st.none(),
+    st.text(max_size=30),
+    st.emails(),
+    st.from_regex(r"\+[1-9][0-9]{9,12}", fullmatch=True),
+    st.uuids().map(str),
+    st.integers(min_value=0, max_value=10**14),
+)
+users = st.lists(
+    st.tuples(st.one_of(st.none(), st.integers(0, 60)), values, values, values), min_size=0, max_size=80
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(users=users, batch_size=st.integers(1, 17), split=st.integers(1, 40))
+def test_every_user_is_accounted_for_once_and_no_raw_value_leaks(users, batch_size, split):
+    chunks = [frame(users[i : i + split]) for i in range(0, len(users), split)] or [frame([])]
+    counts, batches = run(chunks, batch_size=batch_size)
+    sent = sum(len(b) for b in batches)
+    assert counts.entered == len(users)
+    assert counts.entered == sent + sum(counts.not_synced.values())
+    assert all(len(b) <= batch_size for b in batches)
+    assert [b.number for b in batches] == list(range(1, len(batches) + 1))
+    raw = {str(v).strip().lower() for row in users for v in row[1:] if v is not None and str(v).strip()}
+    for batch in batches:
+        for row in batch.rows():
+            assert any(row)
+            for digest in row:
+                assert digest is None or (HEX64.match(digest) and digest not in raw)
