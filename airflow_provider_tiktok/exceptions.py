@@ -49,7 +49,7 @@ class TikTokAPIError(TikTokError):
         self.request_id = request_id
         self.endpoint = endpoint
         self.http_status = http_status
-        super().__init__(str(self))
+        super().__init__()  # __str__ renders from the fields, which the hook may still redact
 
     def __str__(self) -> str:
         where = f" on {self.endpoint}" if self.endpoint else ""

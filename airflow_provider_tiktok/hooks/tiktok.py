@@ -16,6 +16,7 @@ import requests
 import tenacity
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk import Connection
+from airflow.sdk._shared.secrets_masker import redact
 from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 
@@ -307,8 +308,10 @@ class TikTokHook(HttpHook):
             raise error_for_http_status(response.status_code, endpoint)
         try:
             data, _ = unwrap_envelope(parsed, endpoint=endpoint, http_status=response.status_code)
-        except TikTokRateLimitError:
-            self.stats.add(rate_limited=1)
+        except TikTokAPIError as err:
+            err.message = redact(err.message)  # TikTok may echo what it was sent, secret included
+            if isinstance(err, TikTokRateLimitError):
+                self.stats.add(rate_limited=1)
             raise
         return data
 

@@ -1,0 +1,252 @@
+"""TikTokHook transport, errors, retries, secrets and API calls against requests-mock."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from airflow.sdk._shared.secrets_masker import redact
+
+from airflow_provider_tiktok.exceptions import (
+    TikTokBadRequestError,
+    TikTokConfigurationError,
+    TikTokPermissionError,
+    TikTokRateLimitError,
+    TikTokTokenError,
+    TikTokTransientError,
+    error_for_code,
+)
+from airflow_provider_tiktok.hooks.tiktok import PRODUCTION_BASE_URL, TikTokHook, normalise_base_url
+
+BASE = "https://api.example.test/open_api/v1.3/"
+TOKEN = "tok-ABCDEF-123456"
+SECRET = "app-secret-987654"
+
+
+def envelope(data=None, code=0, message="OK"):
+    return {"code": code, "message": message, "request_id": "req-1", "data": data or {}}
+
+
+@pytest.fixture
+def conn_env(monkeypatch):
+    def make(host=BASE, **extra):
+        extras = {"app_id": "app-1", "secret": SECRET, "advertiser_id": "7001", **extra}
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_TIKTOK_TEST",
+            json.dumps({"conn_type": "tiktok", "host": host, "password": TOKEN, "extra": extras}),
+        )
+
+    make()
+    return make
+
+
+@pytest.fixture
+def hook(conn_env):
+    return TikTokHook("tiktok_test", retry_min_wait=0.001, retry_max_wait=0.002, retry_limit=4)
+
+
+def test_requests_carry_the_access_token_header_and_no_extras(hook, requests_mock):
+    requests_mock.get(BASE + "user/info/", json=envelope({"display_name": "me"}))
+    assert hook.get_user_info() == {"display_name": "me"}
+    sent = requests_mock.last_request.headers
+    assert sent["Access-Token"] == TOKEN
+    assert "Authorization" not in sent
+    for leaked in ("app_id", "secret", "advertiser_id", SECRET):
+        assert leaked not in {k.lower() for k in sent} and SECRET not in sent.values()
+
+
+def test_rate_limit_is_retried_then_succeeds(hook, requests_mock):
+    requests_mock.get(
+        BASE + "user/info/",
+        [{"json": envelope(code=40100, message="Too many requests")}, {"json": envelope({"ok": 1})}],
+    )
+    assert hook.get_user_info() == {"ok": 1}
+    assert requests_mock.call_count == 2
+    assert (hook.stats.requests, hook.stats.retries, hook.stats.rate_limited) == (2, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        {"status_code": 503, "text": "busy"},
+        {"json": envelope(code=50000)},
+        {"exc": __import__("requests").ConnectionError},
+    ],
+)
+def test_transient_failures_are_retried(hook, requests_mock, response):
+    requests_mock.get(BASE + "user/info/", [response, {"json": envelope({"ok": 1})}])
+    assert hook.get_user_info() == {"ok": 1}
+    assert requests_mock.call_count == 2
+
+
+def test_retries_stop_after_the_attempt_limit_with_the_typed_error(hook, requests_mock):
+    requests_mock.get(BASE + "user/info/", json=envelope(code=51003, message="busy"))
+    with pytest.raises(TikTokTransientError) as caught:
+        hook.get_user_info()
+    assert requests_mock.call_count == 4
+    assert caught.value.code == 51003 and caught.value.request_id == "req-1"
+    assert caught.value.endpoint == "user/info/"
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [(40105, TikTokTokenError), (40001, TikTokPermissionError), (40002, TikTokBadRequestError)],
+)
+def test_fatal_and_bad_request_errors_are_raised_once_without_retry(hook, requests_mock, code, error):
+    requests_mock.get(BASE + "user/info/", json=envelope(code=code, message="nope"))
+    with pytest.raises(error):
+        hook.get_user_info()
+    assert requests_mock.call_count == 1
+
+
+def test_token_error_tells_the_user_how_to_reauthorise(hook, requests_mock):
+    requests_mock.get(BASE + "user/info/", json=envelope(code=40104, message="Access token is invalid"))
+    with pytest.raises(TikTokTokenError, match=r"python -m airflow_provider_tiktok\.oauth"):
+        hook.get_user_info()
+
+
+def test_every_code_class_of_the_spec_is_classified():
+    assert all(
+        error_for_code(c, "").retryable for c in (40100, 40132, 61000, 50000, 50002, 51003, 51063, 60001)
+    )
+    assert all(isinstance(error_for_code(c, ""), TikTokTokenError) for c in (40102, 40104, 40105, 40113))
+    assert all(
+        isinstance(error_for_code(c, ""), TikTokPermissionError) for c in (40001, 40003, 40130, 40300, 40301)
+    )
+    assert all(
+        isinstance(error_for_code(c, ""), TikTokBadRequestError) for c in (40000, 40002, 40007, 40061, 40062)
+    )
+    assert isinstance(error_for_code(40100, ""), TikTokRateLimitError)
+
+
+def test_audience_listing_walks_every_page(hook, requests_mock):
+    pages = {
+        1: envelope({"list": [{"audience_id": "1", "name": "a"}], "page_info": {"page": 1, "total_page": 3}}),
+        2: envelope({"list": [{"audience_id": "2", "name": "b"}], "page_info": {"page": 2, "total_page": 3}}),
+        3: envelope({"list": [{"audience_id": "3", "name": "b"}], "page_info": {"page": 3, "total_page": 3}}),
+    }
+    requests_mock.get(
+        BASE + "dmp/custom_audience/list/", json=lambda request, _: pages[int(request.qs["page"][0])]
+    )
+    assert [a["audience_id"] for a in hook.list_audiences("7001")] == ["1", "2", "3"]
+    assert requests_mock.last_request.qs["page_size"] == ["100"]
+    assert hook.find_audience_by_name("7001", "b")["audience_id"] == "2"
+    assert hook.find_audience_by_name("7001", "zzz") is None
+
+
+def test_audience_details_are_fetched_100_ids_at_a_time(hook, requests_mock):
+    def respond(request, _):
+        ids = json.loads(request.qs["custom_audience_ids"][0])
+        return envelope({"list": [{"audience_details": {"audience_id": i}} for i in ids]})
+
+    requests_mock.get(BASE + "dmp/custom_audience/get/", json=respond)
+    details = hook.get_audiences("7001", [str(i) for i in range(250)])
+    assert len(details) == 250 and requests_mock.call_count == 3
+
+
+def test_mapping_guard_refuses_more_than_10000_users_before_sending(hook, requests_mock):
+    requests_mock.post(BASE + "segment/mapping/", json=envelope())
+    with pytest.raises(TikTokBadRequestError, match="10000"):
+        hook.add_users("7001", ["9"], ["EMAIL_SHA256"], [[{}]] * 10_001)
+    with pytest.raises(TikTokBadRequestError, match="row 1 has 2 ids"):
+        hook.add_users("7001", ["9"], ["EMAIL_SHA256"], [[{}], [{}, {}]])
+    with pytest.raises(TikTokBadRequestError, match="duplicates"):
+        hook.add_users("7001", ["9"], ["EMAIL_SHA256", "EMAIL_SHA256"], [[{}, {}]])
+    assert requests_mock.call_count == 0
+
+
+def test_mapping_request_has_the_documented_shape(hook, requests_mock):
+    requests_mock.post(BASE + "segment/mapping/", json=envelope())
+    row = [{"id": "a" * 64, "audience_ids": ["9"]}, {}]
+    hook.remove_users("7001", ["9"], ["EMAIL_SHA256", "PHONE_SHA256"], [row])
+    assert requests_mock.last_request.json() == {
+        "advertiser_ids": ["7001"],
+        "action": "delete",
+        "id_schema": ["EMAIL_SHA256", "PHONE_SHA256"],
+        "batch_data": [row],
+    }
+
+
+def test_create_audience_refuses_names_tiktok_would_truncate(hook, requests_mock):
+    requests_mock.post(BASE + "segment/audience/", json=envelope({"audience_id": "55"}))
+    assert hook.create_audience("7001", "Winback step 3") == "55"
+    assert requests_mock.last_request.json()["custom_audience_name"] == "Winback step 3"
+    with pytest.raises(TikTokConfigurationError, match="1-70 characters"):
+        hook.create_audience("7001", "x" * 71)
+
+
+def test_app_secret_is_sent_only_to_oauth_endpoints(hook, requests_mock):
+    requests_mock.get(BASE + "oauth2/advertiser/get/", json=envelope({"list": [{"advertiser_id": "7001"}]}))
+    requests_mock.get(BASE + "user/info/", json=envelope())
+    requests_mock.get(
+        BASE + "dmp/custom_audience/list/", json=envelope({"list": [], "page_info": {"total_page": 1}})
+    )
+    hook.list_advertisers()
+    hook.get_user_info()
+    hook.list_audiences("7001")
+    carrying_secret = [r.path for r in requests_mock.request_history if SECRET in (r.url + (r.text or ""))]
+    assert carrying_secret == ["/open_api/v1.3/oauth2/advertiser/get/"]
+
+
+def test_secret_and_token_never_reach_errors_or_task_logs(hook, requests_mock, caplog):
+    requests_mock.get(
+        BASE + "oauth2/advertiser/get/", json=envelope(code=40001, message=f"bad secret {SECRET}")
+    )
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(TikTokPermissionError) as caught:
+        hook.list_advertisers()
+    assert SECRET not in str(caught.value) and SECRET not in repr(caught.value)
+    assert "bad secret ***" in str(caught.value)
+    # Task logs pass through Airflow's secrets masker; the hook registered both values with it.
+    hook.log.error("token %s secret %s", TOKEN, SECRET)
+    assert caplog.records, "nothing was logged, so this test proves nothing"
+    for record in caplog.records:
+        shown = redact(record.getMessage())
+        assert TOKEN not in shown and SECRET not in shown, shown
+    assert TOKEN not in repr(hook) and SECRET not in repr(hook)
+    shown_connection = redact(repr(hook.connection))
+    assert TOKEN not in shown_connection and SECRET not in shown_connection
+
+
+def test_plain_http_is_refused_except_on_loopback():
+    assert normalise_base_url(None) == PRODUCTION_BASE_URL
+    assert normalise_base_url("http://127.0.0.1:8765/open_api/v1.3") == "http://127.0.0.1:8765/open_api/v1.3/"
+    assert normalise_base_url("http://localhost:1/x/").startswith("http://localhost")
+    with pytest.raises(TikTokConfigurationError, match="plain http"):
+        normalise_base_url("http://api.example.com/open_api/v1.3/")
+
+
+def test_missing_token_fails_clearly(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_EMPTY", json.dumps({"conn_type": "tiktok", "host": BASE}))
+    with pytest.raises(TikTokConfigurationError, match="no access token"):
+        TikTokHook("tiktok_empty").get_user_info()
+
+
+def test_test_connection_reports_advertisers_or_the_reason(hook, requests_mock):
+    requests_mock.get(BASE + "user/info/", json=envelope())
+    requests_mock.get(
+        BASE + "oauth2/advertiser/get/",
+        json=envelope({"list": [{"advertiser_id": "7001", "advertiser_name": "Shop"}]}),
+    )
+    assert hook.test_connection() == (True, "Token works; advertisers: 7001 (Shop)")
+    requests_mock.get(BASE + "user/info/", json=envelope(code=40105, message="revoked"))
+    ok, message = hook.test_connection()
+    assert not ok and "40105" in message and "Re-authorise" in message
+
+
+def test_unreachable_host_fails_test_connection(conn_env):
+    conn_env(host="http://127.0.0.1:9/open_api/v1.3/")
+    hook = TikTokHook("tiktok_test", retry_limit=1, timeout=(0.5, 0.5))
+    ok, message = hook.test_connection()
+    assert not ok and "ConnectionError" in message
+
+
+def test_session_is_pooled_and_reused(hook, requests_mock):
+    requests_mock.get(BASE + "user/info/", json=envelope())
+    hook.get_user_info()
+    first = hook.get_conn()
+    hook.get_user_info()
+    assert hook.get_conn() is first
+    assert first.get_adapter(BASE)._pool_maxsize >= 32
+    assert first.verify is True
