@@ -137,14 +137,10 @@ def error_for_http_status(status: int, endpoint: str | None, request_id: str | N
         return TikTokRateLimitError(HTTP_ERROR_CODE, message, endpoint=endpoint, http_status=status)
     if status in (401, 403):
         return TikTokTokenError(HTTP_ERROR_CODE, message, endpoint=endpoint, http_status=status)
-    return TikTokBadRequestError(
-        HTTP_ERROR_CODE, message, request_id=request_id, endpoint=endpoint, http_status=status
-    )
+    return TikTokBadRequestError(HTTP_ERROR_CODE, message, request_id=request_id, endpoint=endpoint, http_status=status)
 
 
-def unwrap_envelope(
-    payload: object, *, endpoint: str, http_status: int | None = None
-) -> tuple[dict, str | None]:
+def unwrap_envelope(payload: object, *, endpoint: str, http_status: int | None = None) -> tuple[dict, str | None]:
     """Return ``(data, request_id)`` of a success envelope; raise the typed error otherwise."""
     if not isinstance(payload, dict) or "code" not in payload:
         raise TikTokTransientError(

@@ -90,18 +90,14 @@ def main(argv: list[str] | None = None, read_line: Callable[[str], str] = input)
         if args.auth_code:
             code = args.auth_code
         else:
-            print(
-                f"Open this URL, approve Ad Account and Audience Management, then paste the redirect:\n{url}"
-            )
+            print(f"Open this URL, approve Ad Account and Audience Management, then paste the redirect:\n{url}")
             code = auth_code_from_redirect(read_line("Redirect URL or auth_code: "), state)
         hook = TikTokHook.for_base_url(args.base_url)
         granted = hook.exchange_auth_code(args.app_id, secret, code)
         token = granted["access_token"]
         advertisers = [str(a) for a in granted.get("advertiser_ids") or []]
         advertiser_id = args.advertiser_id or (advertisers[0] if len(advertisers) == 1 else None)
-        conn_json = connection_uri_json(
-            args.conn_id, args.base_url, token, args.app_id, secret, advertiser_id
-        )
+        conn_json = connection_uri_json(args.conn_id, args.base_url, token, args.app_id, secret, advertiser_id)
     except TikTokError as err:
         print(f"OAuth failed: {_redact(str(err), secret)}", file=sys.stderr)
         return 1

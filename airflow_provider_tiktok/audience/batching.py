@@ -15,8 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_tiktok.audience.prepare import PreparedUsers
+from airflow_provider_tiktok.limits import MAX_USERS_PER_MAPPING
 
-MAX_BATCH_SIZE = 10_000
+MAX_BATCH_SIZE = MAX_USERS_PER_MAPPING
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,23 @@ class UserBatch:
 
     def __len__(self) -> int:
         return len(self.columns[0]) if self.columns else 0
+
+    def to_bytes(self) -> bytes:
+        """Arrow IPC of the digest columns: how a staged batch is kept in the ledger."""
+        table = pa.table(dict(zip(self.id_schema, self.columns, strict=True)))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+
+    @classmethod
+    def from_bytes(cls, number: int, data: bytes) -> UserBatch:
+        table = pa.ipc.open_stream(data).read_all().combine_chunks()
+        return cls(
+            number,
+            tuple(table.column_names),
+            tuple(c.chunk(0) if c.num_chunks else pa.array([], pa.string()) for c in table.columns),
+        )
 
     def rows(self) -> list[tuple[str | None, ...]]:
         return list(zip(*(column.to_pylist() for column in self.columns), strict=True))
@@ -45,8 +63,7 @@ class UserBatch:
         """
         cell_end = '","audience_ids":' + json.dumps([str(a) for a in audience_ids]) + "}"
         cells = [
-            pc.fill_null(pc.binary_join_element_wise('{"id":"', column, cell_end, ""), "{}")
-            for column in self.columns
+            pc.fill_null(pc.binary_join_element_wise('{"id":"', column, cell_end, ""), "{}") for column in self.columns
         ]
         separators = [","] * (len(cells) - 1)
         parts = [p for pair in zip(cells, [*separators, "],"], strict=True) for p in pair]
@@ -58,9 +75,7 @@ class UserBatch:
 
 def validate_batch_size(batch_size: int) -> int:
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise ValueError(
-            f"batch_size must be between 1 and {MAX_BATCH_SIZE} (TikTok's limit), got {batch_size}"
-        )
+        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE} (TikTok's limit), got {batch_size}")
     return batch_size
 
 

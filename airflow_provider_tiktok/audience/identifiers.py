@@ -121,9 +121,7 @@ class FieldRules:
 
     def __post_init__(self) -> None:
         if self.device_id_hash not in DIGEST_LENGTH:
-            raise TikTokConfigurationError(
-                f"device_id_hash must be 'sha256' or 'md5', not {self.device_id_hash!r}."
-            )
+            raise TikTokConfigurationError(f"device_id_hash must be 'sha256' or 'md5', not {self.device_id_hash!r}.")
         phone_country(self.default_phone_country)
 
     def algorithm(self, field: MatchField) -> str:
@@ -197,9 +195,7 @@ def prepare_field(values: pd.Series, field: MatchField, rules: FieldRules) -> Fi
         valid = pc.or_(valid, already_hashed)
         usable = pc.filter(pc.if_else(already_hashed, pc.utf8_lower(text), normalised), valid).to_pylist()
         passthrough = pc.filter(already_hashed, valid).to_pylist()
-        digests = [
-            v if kept else hash_values([v], algorithm)[0] for v, kept in zip(usable, passthrough, strict=True)
-        ]
+        digests = [v if kept else hash_values([v], algorithm)[0] for v, kept in zip(usable, passthrough, strict=True)]
     else:
         digests = hash_values(pc.filter(normalised, valid).to_pylist(), algorithm)
     valid_np = valid.to_numpy(zero_copy_only=False) & present

@@ -24,7 +24,6 @@ class SyncMetrics:
     retries: int = 0
     attempts: int = 0
     batches_total: int = 0
-    batches_acknowledged: int = 0
     duration_seconds: float = 0.0
 
     @property

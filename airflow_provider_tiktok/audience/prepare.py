@@ -42,9 +42,7 @@ class PrepareOptions:
 
     def __post_init__(self) -> None:
         if not self.match_fields:
-            raise TikTokConfigurationError(
-                "match_fields is empty: choose at least one of email, phone, idfa, gaid."
-            )
+            raise TikTokConfigurationError("match_fields is empty: choose at least one of email, phone, idfa, gaid.")
         unknown = sorted(set(self.match_fields) - {f.value for f in MatchField})
         if unknown:
             raise TikTokConfigurationError(
@@ -197,9 +195,7 @@ class UserPreparer:
         counts.not_synced.update(result.not_synced)
         counts.invalid_by_field.update(result.invalid_by_field)
         user_keys, identities = result.user_keys, result.identity_keys
-        duplicate = (
-            pd.Series(user_keys).duplicated().to_numpy() | pd.Series(identities).duplicated().to_numpy()
-        )
+        duplicate = pd.Series(user_keys).duplicated().to_numpy() | pd.Series(identities).duplicated().to_numpy()
         duplicate |= self._seen_users.contains(user_keys) | self._seen_identities.contains(identities)
         keep = ~duplicate
         self._seen_users.add(user_keys[keep])
@@ -212,9 +208,7 @@ class UserPreparer:
         return PreparedUsers([column.filter(mask) for column in result.digests])
 
 
-def map_chunks(
-    frames: Iterable[pd.DataFrame], options: PrepareOptions, processes: int
-) -> Iterator[ChunkResult]:
+def map_chunks(frames: Iterable[pd.DataFrame], options: PrepareOptions, processes: int) -> Iterator[ChunkResult]:
     """``prepare_chunk`` over the frames, in order; with ``processes > 1`` on a bounded process pool."""
     if processes <= 1:
         for frame in frames:

@@ -20,6 +20,7 @@ from airflow.sdk._shared.secrets_masker import redact
 from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 
+from airflow_provider_tiktok.audience.batching import UserBatch
 from airflow_provider_tiktok.exceptions import (
     NETWORK_ERROR_CODE,
     TikTokAPIError,
@@ -30,16 +31,13 @@ from airflow_provider_tiktok.exceptions import (
     error_for_http_status,
     unwrap_envelope,
 )
+from airflow_provider_tiktok.limits import ID_SCHEMA_DIGEST_LENGTH, MAX_AUDIENCE_NAME_LENGTH, MAX_USERS_PER_MAPPING
 
 PRODUCTION_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 SANDBOX_BASE_URL = "https://sandbox-ads.tiktok.com/open_api/v1.3/"
-ADS_MANAGER_AUDIENCE_URL = "https://ads.tiktok.com/i18n/audience?aadvid={advertiser_id}"
 
-MAX_USERS_PER_MAPPING = 10_000
-MAX_AUDIENCE_NAME_LENGTH = 70
 AUDIENCE_PAGE_SIZE = 100
 AUDIENCE_GET_CHUNK = 100
-ID_SCHEMAS = frozenset({"EMAIL_SHA256", "PHONE_SHA256", "IDFA_SHA256", "IDFA_MD5", "AAID_SHA256", "AAID_MD5"})
 OAUTH_ENDPOINTS = frozenset({"oauth2/access_token/", "oauth2/advertiser/get/"})
 
 
@@ -417,6 +415,21 @@ class TikTokHook(HttpHook):
     ) -> None:
         self._map_users("delete", advertiser_id, audience_ids, id_schema, batch_data)
 
+    def map_batch(self, action: str, advertiser_id: str, audience_ids: Sequence[str], batch: UserBatch) -> None:
+        """Send a prepared batch (``action`` add or delete); its JSON is built by Arrow, not row by row."""
+        if len(batch) > MAX_USERS_PER_MAPPING:
+            raise TikTokBadRequestError(40061, f"batch {batch.number} has {len(batch)} users; the limit is 10000")
+        self.call(
+            "POST",
+            "segment/mapping/",
+            body={
+                "advertiser_ids": [advertiser_id],
+                "action": action,
+                "id_schema": list(batch.id_schema),
+                "batch_data": orjson.Fragment(batch.batch_data_json(audience_ids)),
+            },
+        )
+
     def _map_users(
         self,
         action: str,
@@ -448,8 +461,7 @@ class TikTokHook(HttpHook):
             extras = self.connection.extra_dejson
             if extras.get("app_id") and extras.get("secret"):
                 listed = ", ".join(
-                    f"{a.get('advertiser_id')} ({a.get('advertiser_name', '')})"
-                    for a in self.list_advertisers()
+                    f"{a.get('advertiser_id')} ({a.get('advertiser_name', '')})" for a in self.list_advertisers()
                 )
                 return True, f"Token works; advertisers: {listed or 'none authorised'}"
             return True, f"Token works; advertisers: {advertiser or 'not listed (set app_id and secret)'}"
@@ -461,7 +473,7 @@ class TikTokHook(HttpHook):
 
 def check_mapping_payload(id_schema: Sequence[str], batch_data: Sequence[Sequence[Any]]) -> None:
     """Client-side guard: TikTok rejects these anyway, but only after a wasted (rate-limited) request."""
-    unknown = [s for s in id_schema if s not in ID_SCHEMAS]
+    unknown = [s for s in id_schema if s not in ID_SCHEMA_DIGEST_LENGTH]
     if unknown or not id_schema:
         raise TikTokBadRequestError(40002, f"unknown or empty id_schema {unknown or list(id_schema)}")
     if len(set(id_schema)) != len(id_schema):

@@ -19,11 +19,11 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request, Response
 
+from airflow_provider_tiktok.limits import MAX_REQUESTS_PER_SECOND
 from airflow_provider_tiktok.sandbox.payloads import ApiError, json_object, parse_mapping
 from airflow_provider_tiktok.sandbox.state import RequestCounters, SandboxState
 
 API_PREFIX = "/open_api/v1.3/"
-RATE_LIMIT_PER_SECOND = 50
 
 
 @dataclass
@@ -63,7 +63,7 @@ def create_app(state: SandboxState, faults: Faults | None = None, seed: int | No
     app = FastAPI(title="TikTok Marketing API emulator", docs_url="/_sandbox/docs", openapi_url=None)
     app.state.sandbox = state
     app.state.faults = faults = faults or Faults()
-    app.state.counters = counters = RequestCounters(RATE_LIMIT_PER_SECOND)
+    app.state.counters = counters = RequestCounters(MAX_REQUESTS_PER_SECOND)
     chance = random.Random(seed)
 
     Handler = Callable[[Request, list[str]], Awaitable[dict]]
@@ -146,9 +146,7 @@ def create_app(state: SandboxState, faults: Faults | None = None, seed: int | No
         status, advertisers = state.token_status(token)
         if status != "ok" or state.app_of_token(token or "") != query.get("app_id"):
             raise ApiError(40105, "Access token is incorrect or has been revoked.")
-        return {
-            "list": [{"advertiser_id": a, "advertiser_name": f"Sandbox advertiser {a}"} for a in advertisers]
-        }
+        return {"list": [{"advertiser_id": a, "advertiser_name": f"Sandbox advertiser {a}"} for a in advertisers]}
 
     @api_route("user/info/", "get")
     async def user_info(request: Request, advertisers: list[str]) -> dict:
@@ -183,9 +181,7 @@ def create_app(state: SandboxState, faults: Faults | None = None, seed: int | No
     def owned(advertiser_id: str, audience_id: str):
         audience = state.audiences.get(str(audience_id))
         if audience is None or audience.advertiser_id != advertiser_id:
-            raise ApiError(
-                40002, f"Audience {audience_id} does not exist or does not belong to the advertiser."
-            )
+            raise ApiError(40002, f"Audience {audience_id} does not exist or does not belong to the advertiser.")
         return audience
 
     @api_route("segment/mapping/", "post")
@@ -248,9 +244,7 @@ def create_app(state: SandboxState, faults: Faults | None = None, seed: int | No
         return Response(
             orjson.dumps(
                 {
-                    "requests": {
-                        e: {str(c): n for c, n in codes.items()} for e, codes in counters.by_endpoint.items()
-                    },
+                    "requests": {e: {str(c): n for c, n in codes.items()} for e, codes in counters.by_endpoint.items()},
                     "peak_requests_per_second": counters.peak_arrivals_per_second,
                     "peak_admitted_per_second": counters.peak_admitted_per_second,
                     "audiences": {
@@ -286,9 +280,7 @@ def create_app(state: SandboxState, faults: Faults | None = None, seed: int | No
     @app.post("/_sandbox/auth_codes")
     async def issue_auth_code(request: Request) -> dict:
         body = await request.json()
-        return {
-            "auth_code": state.issue_auth_code(str(body["app_id"]), [str(a) for a in body["advertiser_ids"]])
-        }
+        return {"auth_code": state.issue_auth_code(str(body["app_id"]), [str(a) for a in body["advertiser_ids"]])}
 
     @app.get("/_sandbox/audiences/{audience_id}/members")
     async def members(audience_id: str) -> Response:

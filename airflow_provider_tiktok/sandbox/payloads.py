@@ -16,15 +16,9 @@ from functools import lru_cache
 
 import orjson
 
-MAX_USERS_PER_MAPPING = 10_000
-ID_LENGTHS = {
-    "EMAIL_SHA256": 64,
-    "PHONE_SHA256": 64,
-    "IDFA_SHA256": 64,
-    "AAID_SHA256": 64,
-    "IDFA_MD5": 32,
-    "AAID_MD5": 32,
-}
+from airflow_provider_tiktok.limits import ID_SCHEMA_DIGEST_LENGTH as ID_LENGTHS
+from airflow_provider_tiktok.limits import MAX_USERS_PER_MAPPING
+
 _HEX = re.compile(r"[0-9a-f]*")
 
 
@@ -107,14 +101,8 @@ def _read_rows(rows: list, schema: list[str]) -> tuple[list[bytes], set[str]]:
     for name, column in zip(schema, columns, strict=True):
         expected = ID_LENGTHS[name]
         joined = "".join(column)
-        if (
-            len(joined) != expected * len(column)
-            or {len(d) for d in column} - {expected}
-            or not _HEX.fullmatch(joined)
-        ):
-            raise ApiError(
-                40062, f"{name} ids must be lowercase hex digests of length {expected} (PII not hashed?)."
-            )
+        if len(joined) != expected * len(column) or {len(d) for d in column} - {expected} or not _HEX.fullmatch(joined):
+            raise ApiError(40062, f"{name} ids must be lowercase hex digests of length {expected} (PII not hashed?).")
     return member_keys, audience_ids
 
 
@@ -178,11 +166,7 @@ def _parse_mapping_fast(raw: bytes) -> MappingRequest | None:
         head = orjson.loads(raw[:start] + b"null" + raw[end:])
     except orjson.JSONDecodeError:
         return None
-    if (
-        not isinstance(head, dict)
-        or head.get("id_schema") != schema
-        or head.get("action") not in ("add", "delete")
-    ):
+    if not isinstance(head, dict) or head.get("id_schema") != schema or head.get("action") not in ("add", "delete"):
         return None
     advertiser_ids = head.get("advertiser_ids")
     if not isinstance(advertiser_ids, list) or not advertiser_ids:

@@ -80,9 +80,7 @@ class SandboxProcess:
         banner = self.process.stdout.readline() if self.process.stdout else ""
         if not banner:
             self.process.wait(timeout=10)
-            raise RuntimeError(
-                f"emulator did not start: {self.process.stderr.read() if self.process.stderr else ''}"
-            )
+            raise RuntimeError(f"emulator did not start: {self.process.stderr.read() if self.process.stderr else ''}")
         self.access_token = json.loads(banner)["access_token"]
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -132,9 +130,7 @@ class SandboxProcess:
 
     def issue_auth_code(self) -> str:
         body = {"app_id": self.app_id, "advertiser_ids": self.advertiser_ids}
-        return self.admin.post(f"{self.root_url}/_sandbox/auth_codes", json=body, timeout=10).json()[
-            "auth_code"
-        ]
+        return self.admin.post(f"{self.root_url}/_sandbox/auth_codes", json=body, timeout=10).json()["auth_code"]
 
     def members(self, audience_id: str) -> list[str]:
         response = self.admin.get(f"{self.root_url}/_sandbox/audiences/{audience_id}/members", timeout=60)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-MAX_AUDIENCES_PER_ADVERTISER = 400
-AUDIENCE_NAME_LIMIT = 70
+from airflow_provider_tiktok.limits import MAX_AUDIENCE_NAME_LENGTH, MAX_AUDIENCES_PER_ADVERTISER
+
 AUTH_CODE_TTL_SECONDS = 3600
 FIRST_AUDIENCE_ID = 7_100_000_000_001
 
@@ -101,9 +101,7 @@ class SandboxState:
         """('missing'|'unknown'|'revoked'|'ok', advertiser ids)."""
         if not token:
             return "missing", []
-        row = self._db.execute(
-            "SELECT advertiser_ids, revoked FROM tokens WHERE token = ?", (token,)
-        ).fetchone()
+        row = self._db.execute("SELECT advertiser_ids, revoked FROM tokens WHERE token = ?", (token,)).fetchone()
         if row is None:
             return "unknown", []
         return ("revoked" if row[1] else "ok"), [a for a in row[0].split(",") if a]
@@ -154,7 +152,7 @@ class SandboxState:
                 return None
             (ever_created,) = self._db.execute("SELECT COUNT(*) FROM audiences").fetchone()
             audience = Audience(
-                str(FIRST_AUDIENCE_ID + ever_created), advertiser_id, name[:AUDIENCE_NAME_LIMIT], time.time()
+                str(FIRST_AUDIENCE_ID + ever_created), advertiser_id, name[:MAX_AUDIENCE_NAME_LENGTH], time.time()
             )
             self._db.execute(
                 "INSERT INTO audiences VALUES (?, ?, ?, ?, 0)",

@@ -31,9 +31,7 @@ def test_redirect_with_a_foreign_state_is_refused():
         auth_code_from_redirect("https://cb/?auth_code=abc&state=evil", "s1")
 
 
-def test_cli_exchanges_the_code_and_writes_a_private_connection_file(
-    tmp_path, requests_mock, monkeypatch, capsys
-):
+def test_cli_exchanges_the_code_and_writes_a_private_connection_file(tmp_path, requests_mock, monkeypatch, capsys):
     monkeypatch.setenv("TIKTOK_APP_SECRET", "the-app-secret")
     requests_mock.post(
         BASE + "oauth2/access_token/",

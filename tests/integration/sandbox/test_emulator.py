@@ -24,9 +24,7 @@ class Api:
 
     def call(self, method: str, endpoint: str, **kwargs) -> dict:
         headers = {"Access-Token": self.token} if self.token else {}
-        response = self.session.request(
-            method, self.sandbox.base_url + endpoint, headers=headers, timeout=30, **kwargs
-        )
+        response = self.session.request(method, self.sandbox.base_url + endpoint, headers=headers, timeout=30, **kwargs)
         return response.json()
 
     def create(self, name: str = "audience", advertiser: str | None = None) -> dict:
@@ -37,9 +35,7 @@ class Api:
         }
         return self.call("POST", "segment/audience/", json=body)
 
-    def mapping(
-        self, audience_id: str, rows: list, schema=("EMAIL_SHA256",), action="add", advertiser=None
-    ) -> dict:
+    def mapping(self, audience_id: str, rows: list, schema=("EMAIL_SHA256",), action="add", advertiser=None) -> dict:
         body = {
             "advertiser_ids": [advertiser or self.sandbox.advertiser_id],
             "action": action,
@@ -211,9 +207,7 @@ def test_oauth_exchanges_issued_codes_once(sandbox):
     assert api.call("POST", "oauth2/access_token/", json=body)["code"] == 40000
     assert api.call("POST", "oauth2/access_token/", json={**body, "secret": "wrong"})["code"] == 40001
     new = Api(sandbox, granted["data"]["access_token"])
-    listed = new.call(
-        "GET", "oauth2/advertiser/get/", params={"app_id": sandbox.app_id, "secret": sandbox.app_secret}
-    )
+    listed = new.call("GET", "oauth2/advertiser/get/", params={"app_id": sandbox.app_id, "secret": sandbox.app_secret})
     assert listed["data"]["list"][0]["advertiser_id"] == sandbox.advertiser_id
 
 
@@ -229,9 +223,7 @@ def test_transient_errors_come_as_50000_and_http_503(start_sandbox):
     api = Api(sandbox)
     statuses = set()
     for _ in range(20):
-        response = api.session.get(
-            sandbox.base_url + "user/info/", headers={"Access-Token": sandbox.access_token}
-        )
+        response = api.session.get(sandbox.base_url + "user/info/", headers={"Access-Token": sandbox.access_token})
         statuses.add(response.status_code if response.status_code != 200 else response.json()["code"])
     assert statuses == {503, 50000}
 

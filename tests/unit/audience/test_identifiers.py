@@ -52,9 +52,7 @@ def test_gmail_canonicalisation_is_opt_in():
 
 
 def test_gmail_canonicalisation_leaves_other_domains_alone():
-    assert digests(["j.doe+x@example.com"], MatchField.EMAIL, normalize_gmail=True) == [
-        sha256("j.doe+x@example.com")
-    ]
+    assert digests(["j.doe+x@example.com"], MatchField.EMAIL, normalize_gmail=True) == [sha256("j.doe+x@example.com")]
 
 
 @pytest.mark.parametrize(
@@ -73,9 +71,7 @@ def test_phones_become_e164_with_a_default_country(raw, e164):
 
 
 def test_national_numbers_use_the_trunk_prefix_rule_of_the_country():
-    assert digests(["07700 900123"], MatchField.PHONE, default_phone_country="GB") == [
-        sha256("+447700900123")
-    ]
+    assert digests(["07700 900123"], MatchField.PHONE, default_phone_country="GB") == [sha256("+447700900123")]
 
 
 def test_national_numbers_without_a_default_country_are_invalid():

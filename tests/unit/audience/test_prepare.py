@@ -156,9 +156,7 @@ values = st.one_of(
     st.uuids().map(str),
     st.integers(min_value=0, max_value=10**14),
 )
-users = st.lists(
-    st.tuples(st.one_of(st.none(), st.integers(0, 60)), values, values, values), min_size=0, max_size=80
-)
+users = st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 60)), values, values, values), min_size=0, max_size=80)
 
 
 @settings(max_examples=150, deadline=None)

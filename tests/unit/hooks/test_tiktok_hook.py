@@ -107,16 +107,10 @@ def test_token_error_tells_the_user_how_to_reauthorise(hook, requests_mock):
 
 
 def test_every_code_class_of_the_spec_is_classified():
-    assert all(
-        error_for_code(c, "").retryable for c in (40100, 40132, 61000, 50000, 50002, 51003, 51063, 60001)
-    )
+    assert all(error_for_code(c, "").retryable for c in (40100, 40132, 61000, 50000, 50002, 51003, 51063, 60001))
     assert all(isinstance(error_for_code(c, ""), TikTokTokenError) for c in (40102, 40104, 40105, 40113))
-    assert all(
-        isinstance(error_for_code(c, ""), TikTokPermissionError) for c in (40001, 40003, 40130, 40300, 40301)
-    )
-    assert all(
-        isinstance(error_for_code(c, ""), TikTokBadRequestError) for c in (40000, 40002, 40007, 40061, 40062)
-    )
+    assert all(isinstance(error_for_code(c, ""), TikTokPermissionError) for c in (40001, 40003, 40130, 40300, 40301))
+    assert all(isinstance(error_for_code(c, ""), TikTokBadRequestError) for c in (40000, 40002, 40007, 40061, 40062))
     assert isinstance(error_for_code(40100, ""), TikTokRateLimitError)
 
 
@@ -126,9 +120,7 @@ def test_audience_listing_walks_every_page(hook, requests_mock):
         2: envelope({"list": [{"audience_id": "2", "name": "b"}], "page_info": {"page": 2, "total_page": 3}}),
         3: envelope({"list": [{"audience_id": "3", "name": "b"}], "page_info": {"page": 3, "total_page": 3}}),
     }
-    requests_mock.get(
-        BASE + "dmp/custom_audience/list/", json=lambda request, _: pages[int(request.qs["page"][0])]
-    )
+    requests_mock.get(BASE + "dmp/custom_audience/list/", json=lambda request, _: pages[int(request.qs["page"][0])])
     assert [a["audience_id"] for a in hook.list_audiences("7001")] == ["1", "2", "3"]
     assert requests_mock.last_request.qs["page_size"] == ["100"]
     assert hook.find_audience_by_name("7001", "b")["audience_id"] == "2"
@@ -179,9 +171,7 @@ def test_create_audience_refuses_names_tiktok_would_truncate(hook, requests_mock
 def test_app_secret_is_sent_only_to_oauth_endpoints(hook, requests_mock):
     requests_mock.get(BASE + "oauth2/advertiser/get/", json=envelope({"list": [{"advertiser_id": "7001"}]}))
     requests_mock.get(BASE + "user/info/", json=envelope())
-    requests_mock.get(
-        BASE + "dmp/custom_audience/list/", json=envelope({"list": [], "page_info": {"total_page": 1}})
-    )
+    requests_mock.get(BASE + "dmp/custom_audience/list/", json=envelope({"list": [], "page_info": {"total_page": 1}}))
     hook.list_advertisers()
     hook.get_user_info()
     hook.list_audiences("7001")
@@ -190,9 +180,7 @@ def test_app_secret_is_sent_only_to_oauth_endpoints(hook, requests_mock):
 
 
 def test_secret_and_token_never_reach_errors_or_task_logs(hook, requests_mock, caplog):
-    requests_mock.get(
-        BASE + "oauth2/advertiser/get/", json=envelope(code=40001, message=f"bad secret {SECRET}")
-    )
+    requests_mock.get(BASE + "oauth2/advertiser/get/", json=envelope(code=40001, message=f"bad secret {SECRET}"))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(TikTokPermissionError) as caught:
         hook.list_advertisers()

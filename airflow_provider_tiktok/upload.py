@@ -1,0 +1,128 @@
+"""Send staged batches concurrently and decide each batch's fate (no Airflow imports).
+
+Threads overlap TikTok's latency; the shared limiter inside the hook keeps their total rate legal.
+A batch ends acknowledged, still pending (a retryable error outlasted this attempt's retries), or
+errored (TikTok refused the payload). A fatal error (token, permission, audience gone) stops the
+whole upload at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from enum import Enum
+
+from airflow_provider_tiktok.audience.batching import UserBatch
+from airflow_provider_tiktok.exceptions import TikTokAPIError
+
+
+class BatchStatus(str, Enum):
+    STAGED = "staged"
+    ACKNOWLEDGED = "acknowledged"
+    ERRORED = "errored"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not BatchStatus.STAGED
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    number: int
+    users: int
+    status: BatchStatus
+    error_code: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class UploadResult:
+    outcomes: list[BatchOutcome] = field(default_factory=list)
+    fatal: TikTokAPIError | None = None
+    last_retryable: TikTokAPIError | None = None
+    stopped_early: bool = False
+
+
+@dataclass
+class Progress:
+    """Logs percent done, users/s and ETA at most every ``interval`` seconds."""
+
+    total_users: int
+    log: Callable[[str], None]
+    interval: float = 10.0
+    done_users: int = 0
+    _started: float = field(default_factory=time.monotonic)
+    _last: float = field(default_factory=time.monotonic)
+
+    def add(self, users: int) -> None:
+        self.done_users += users
+        now = time.monotonic()
+        if now - self._last < self.interval and self.done_users < self.total_users:
+            return
+        self._last = now
+        rate = self.done_users / max(now - self._started, 1e-9)
+        left = max(self.total_users - self.done_users, 0)
+        eta = f"{left / rate:.0f}s" if rate > 0 else "unknown"
+        percent = 100.0 * self.done_users / self.total_users if self.total_users else 100.0
+        self.log(
+            f"uploaded {self.done_users:,}/{self.total_users:,} users ({percent:.1f}%), {rate:,.0f} users/s, ETA {eta}"
+        )
+
+
+def upload_batches(
+    batches: Iterable[UserBatch],
+    send: Callable[[UserBatch], None],
+    *,
+    concurrency: int,
+    on_outcome: Callable[[BatchOutcome], None],
+    start_deadline: float | None = None,
+    progress: Progress | None = None,
+) -> UploadResult:
+    """Upload until done, a fatal error, or ``start_deadline`` (monotonic) passes; unsent batches stay staged."""
+    result = UploadResult()
+    stop = threading.Event()
+    pending: set[Future] = set()
+    source = iter(batches)
+
+    def run(batch: UserBatch) -> BatchOutcome:
+        try:
+            send(batch)
+        except TikTokAPIError as err:
+            if err.fatal:
+                stop.set()
+                result.fatal = result.fatal or err
+                return BatchOutcome(batch.number, len(batch), BatchStatus.STAGED, err.code, str(err))
+            if err.retryable:
+                result.last_retryable = err
+                return BatchOutcome(batch.number, len(batch), BatchStatus.STAGED, err.code, str(err))
+            return BatchOutcome(batch.number, len(batch), BatchStatus.ERRORED, err.code, str(err))
+        return BatchOutcome(batch.number, len(batch), BatchStatus.ACKNOWLEDGED)
+
+    def collect(done: Iterable[Future]) -> None:
+        for future in done:
+            outcome = future.result()
+            result.outcomes.append(outcome)
+            on_outcome(outcome)
+            if progress is not None and outcome.status is BatchStatus.ACKNOWLEDGED:
+                progress.add(outcome.users)
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tiktok-upload") as pool:
+        while not stop.is_set():
+            if start_deadline is not None and time.monotonic() >= start_deadline:
+                result.stopped_early = True
+                break
+            # Keep at most two batches per thread in memory: staging can be far larger than RAM.
+            room = 2 * concurrency - len(pending)
+            fresh = list(itertools.islice(source, room))
+            if not fresh and not pending:
+                break
+            pending.update(pool.submit(run, batch) for batch in fresh)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            collect(done)
+        done, _ = wait(pending)
+        collect(done)
+    return result
