@@ -31,17 +31,26 @@ def retry_arguments(
 ) -> dict[str, Any]:
     """``retries``/``retry_delay``/``retry_exponential_backoff``/``max_retry_delay`` spanning ``window``.
 
+    The first retry comes soon (``retry_delay``, for short blips); the fewest retries whose longest
+    schedule reaches the window are chosen, then the cap is tuned so the schedule ends on the window.
     Pass them to the sync task (or ``default_args``) together with the same ``retry_window``.
     """
     if window <= timedelta(0):
         raise ValueError("window must be positive")
-    retries, waited = 0, timedelta(0)
-    while waited < window:
+
+    def total(retries: int, cap: timedelta) -> timedelta:
+        return sum(expected_retry_delays(retries, retry_delay, multiplier, cap), timedelta(0))
+
+    retries = 1
+    while total(retries, max_retry_delay) < window:
         retries += 1
-        waited = sum(expected_retry_delays(retries, retry_delay, multiplier, max_retry_delay), timedelta(0))
+    low, high = retry_delay, max_retry_delay
+    for _ in range(50):
+        middle = (low + high) / 2
+        low, high = (middle, high) if total(retries, middle) < window else (low, middle)
     return {
         "retries": retries,
         "retry_delay": retry_delay,
         "retry_exponential_backoff": multiplier,
-        "max_retry_delay": max_retry_delay,
+        "max_retry_delay": timedelta(seconds=round(high.total_seconds())),
     }

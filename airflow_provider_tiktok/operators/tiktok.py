@@ -78,6 +78,8 @@ class SyncAudienceOperator(BaseOperator):
     :param dry_run: validate and count outcomes without creating or sending anything.
     :param retry_window: how long after the first attempt pending users may still be retried.
     :param attempt_budget: stop starting new batches after this long; the rest waits for an Airflow retry.
+    :param request_retry_limit: attempts per request for rate-limited or transient answers, within an attempt.
+    :param request_retry_seconds: longest time one request keeps retrying before its batch waits for the next attempt.
     :param concurrency: requests in flight at once.
     :param chunk_size: source rows per chunk.
     :param default_phone_country: ISO country for national phone numbers.
@@ -122,6 +124,8 @@ class SyncAudienceOperator(BaseOperator):
         dry_run: bool = False,
         retry_window: timedelta = DEFAULT_RETRY_WINDOW,
         attempt_budget: timedelta = timedelta(minutes=30),
+        request_retry_limit: int = 8,
+        request_retry_seconds: float = 300.0,
         concurrency: int = 8,
         chunk_size: int = 50_000,
         default_phone_country: str | None = None,
@@ -149,6 +153,8 @@ class SyncAudienceOperator(BaseOperator):
         self.dry_run = dry_run
         self.retry_window = retry_window
         self.attempt_budget = attempt_budget
+        self.request_retry_limit = request_retry_limit
+        self.request_retry_seconds = request_retry_seconds
         self.concurrency = concurrency
         self.chunk_size = chunk_size
         self.field_rules = FieldRules(default_phone_country, device_id_hash, accept_hashed, normalize_gmail)
@@ -159,11 +165,15 @@ class SyncAudienceOperator(BaseOperator):
         started = time.monotonic()
         try:
             options = self._validate_settings()
-            hook = TikTokHook(self.tiktok_conn_id, request_gate=SlidingWindowLimiter(self.max_qps))
-            advertiser_id = self._advertiser(hook)
+            hook = TikTokHook(
+                self.tiktok_conn_id,
+                request_gate=SlidingWindowLimiter(self.max_qps),
+                retry_limit=self.request_retry_limit,
+                retry_max_seconds=self.request_retry_seconds,
+                pool_maxsize=max(32, self.concurrency),
+            )
             warehouse = Warehouse(self.warehouse_conn_id)  # type: ignore[arg-type]
-            self._check_token_and_advertiser(hook, advertiser_id)
-            return self._sync(context, hook, warehouse, advertiser_id, options, started)
+            return self._sync(context, hook, warehouse, options, started)
         except (TikTokConfigurationError, TikTokAPIError) as err:
             if isinstance(err, TikTokAPIError) and err.retryable:
                 raise AirflowException(str(err)) from None
@@ -220,13 +230,7 @@ class SyncAudienceOperator(BaseOperator):
     # --- the sync ----------------------------------------------------------------------------
 
     def _sync(
-        self,
-        context: Context,
-        hook: TikTokHook,
-        warehouse: Warehouse,
-        advertiser_id: str,
-        options: PrepareOptions,
-        started: float,
+        self, context: Context, hook: TikTokHook, warehouse: Warehouse, options: PrepareOptions, started: float
     ) -> dict[str, Any]:
         ti = context["ti"]
         key = SyncKey(ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1)
@@ -239,13 +243,17 @@ class SyncAudienceOperator(BaseOperator):
             warehouse.forget_sync(self.ledger_table, key)
             record = None
         if record is None:
+            advertiser_id = self._advertiser(hook)
+            self._check_token_and_advertiser(hook, advertiser_id)
             frames = self._source_frames(warehouse, options)
             audience_id, audience_name = self._resolve_audience(hook, advertiser_id)
             if self.dry_run:
                 return self._dry_run(ti, warehouse, key, frames, options, advertiser_id, audience_id, audience_name)
             record = self._stage(warehouse, key, frames, options, advertiser_id, audience_id, audience_name)
         else:
+            # Launch checks passed at the first attempt; during an outage they would only burn this one.
             self.log.info("Resuming: users were staged at the first attempt; sending only unacknowledged batches.")
+        advertiser_id = record.state["advertiser_id"]
         ti.xcom_push(key=AUDIENCE_XCOM_KEY, value={"advertiser_id": advertiser_id, "audience_id": record.audience_id})
         return self._upload_and_report(ti, hook, warehouse, key, record, started)
 
@@ -352,6 +360,7 @@ class SyncAudienceOperator(BaseOperator):
     ) -> dict[str, Any]:
         state = record.state
         state["attempts"] = state.get("attempts", 0) + 1
+        warehouse.save_sync(self.ledger_table, key, record)  # a killed attempt still counts
         window_over = time.time() > record.first_attempt_at + self.retry_window.total_seconds()
         result = None
         if not window_over:

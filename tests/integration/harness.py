@@ -42,6 +42,13 @@ def dags_test(dag_id: str, env: dict[str, str], *, timeout: float = 600, logical
     )
 
 
+def tasks_test(dag_id: str, task_id: str, run_id: str, env: dict[str, str], *, timeout: float = 600):
+    """Run one task instance of an existing run again: what Airflow does when it retries a killed worker."""
+    return subprocess.run(
+        [AIRFLOW, "tasks", "test", dag_id, task_id, run_id], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def start_dags_test(dag_id: str, env: dict[str, str], *, logical_date: str = LOGICAL_DATE) -> subprocess.Popen:
     return subprocess.Popen(
         [AIRFLOW, "dags", "test", dag_id, logical_date],
