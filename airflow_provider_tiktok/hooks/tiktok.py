@@ -5,12 +5,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+import aiohttp
 import orjson
 import requests
 import tenacity
@@ -302,16 +303,11 @@ class TikTokHook(HttpHook):
             parsed = response.json()
         except ValueError:
             parsed = None
-        if response.status_code >= 400 and not (isinstance(parsed, dict) and "code" in parsed):
-            raise error_for_http_status(response.status_code, endpoint)
         try:
-            data, _ = unwrap_envelope(parsed, endpoint=endpoint, http_status=response.status_code)
-        except TikTokAPIError as err:
-            err.message = redact(err.message)  # TikTok may echo what it was sent, secret included
-            if isinstance(err, TikTokRateLimitError):
-                self.stats.add(rate_limited=1)
+            return envelope_data(response.status_code, parsed, endpoint)
+        except TikTokRateLimitError:
+            self.stats.add(rate_limited=1)
             raise
-        return data
 
     # --- API methods -------------------------------------------------------------------------
 
@@ -371,10 +367,42 @@ class TikTokHook(HttpHook):
 
     def find_audience_by_name(self, advertiser_id: str, name: str) -> dict[str, Any] | None:
         """The oldest audience whose name matches exactly, or None."""
-        matches = [a for a in self.iter_audiences(advertiser_id) if a.get("name") == name]
-        if not matches:
-            return None
-        return min(matches, key=lambda a: (a.get("create_time") or "", str(a.get("audience_id"))))
+        return oldest_named(self.iter_audiences(advertiser_id), name)
+
+    # --- async (triggerer) -------------------------------------------------------------------
+
+    async def afind_audience(
+        self, advertiser_id: str, *, audience_id: str | None = None, audience_name: str | None = None
+    ) -> dict[str, Any] | None:
+        """One audience by id, or the oldest with this exact name; None when there is none. No retries:
+        the sensor treats a retryable error as "not yet" and polls again."""
+        connection = await self.aget_connection(self.tiktok_conn_id)
+        token = connection.password
+        if not token:
+            raise TikTokConfigurationError(f"Connection {self.tiktok_conn_id!r} has no access token.")
+        mask_secret(token)
+        base_url = normalise_base_url(connection.host)
+        timeout = aiohttp.ClientTimeout(sock_connect=self.timeout[0], sock_read=self.timeout[1])
+        async with aiohttp.ClientSession(
+            base_url=base_url, headers={"Access-Token": token}, timeout=timeout, trust_env=False
+        ) as session:
+            if audience_id:
+                params = {"advertiser_id": advertiser_id, "custom_audience_ids": json.dumps([str(audience_id)])}
+                try:
+                    data = await _aget(session, "dmp/custom_audience/get/", params)
+                except TikTokBadRequestError:
+                    return None  # TikTok answers 40002 for an id it does not know
+                found = [item.get("audience_details") or {} for item in data.get("list") or []]
+                return found[0] if found else None
+            audiences: list[dict[str, Any]] = []
+            page, total_pages = 1, 1
+            while page <= total_pages:
+                params = {"advertiser_id": advertiser_id, "page": page, "page_size": AUDIENCE_PAGE_SIZE}
+                data = await _aget(session, "dmp/custom_audience/list/", params)
+                audiences.extend(data.get("list") or [])
+                total_pages = int((data.get("page_info") or {}).get("total_page") or 0)
+                page += 1
+            return oldest_named(audiences, str(audience_name))
 
     def create_audience(self, advertiser_id: str, name: str) -> str:
         if not name or len(name) > MAX_AUDIENCE_NAME_LENGTH:
@@ -469,6 +497,41 @@ class TikTokHook(HttpHook):
             return False, str(err)
         except TikTokConfigurationError as err:
             return False, str(err)
+
+
+def oldest_named(audiences: Iterable[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """Among audiences with exactly this name, the oldest (so concurrent creators agree on one)."""
+    matches = [a for a in audiences if a.get("name") == name]
+    if not matches:
+        return None
+    return min(matches, key=lambda a: (a.get("create_time") or "", str(a.get("audience_id"))))
+
+
+async def _aget(session: aiohttp.ClientSession, endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        async with session.get(endpoint, params=params) as response:
+            status = response.status
+            try:
+                parsed = await response.json(content_type=None)
+            except ValueError:
+                parsed = None
+    except (aiohttp.ClientError, TimeoutError) as err:
+        raise TikTokTransientError(
+            NETWORK_ERROR_CODE, f"{type(err).__name__} talking to the API", endpoint=endpoint
+        ) from None
+    return envelope_data(status, parsed, endpoint)
+
+
+def envelope_data(status: int, parsed: object, endpoint: str) -> dict[str, Any]:
+    """A response's ``data``, or its typed error; the one place both transports classify answers."""
+    if status >= 400 and not (isinstance(parsed, dict) and "code" in parsed):
+        raise error_for_http_status(status, endpoint)
+    try:
+        data, _ = unwrap_envelope(parsed, endpoint=endpoint, http_status=status)
+    except TikTokAPIError as err:
+        err.message = redact(err.message)  # TikTok may echo what it was sent, secret included
+        raise
+    return data
 
 
 def check_mapping_payload(id_schema: Sequence[str], batch_data: Sequence[Sequence[Any]]) -> None:
