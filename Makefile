@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+DEMO_PORT ?= 8765
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
 .PHONY: install demo test lint lock bench
@@ -16,13 +17,14 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m airflow_provider_tiktok.demo
+	$(BIN)/python -m demo.run --port $(DEMO_PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 test: lint
+	scripts/ensure-test-services.sh
 	$(BIN)/pytest
 
 bench: $(STAMP)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import sqlalchemy
 from airflow.providers.common.sql.hooks.sql import DbApiHook
 from airflow.sdk import BaseHook
 
@@ -99,11 +100,16 @@ class Warehouse:
 
     # --- source ------------------------------------------------------------------------------
 
-    def read_chunks(self, sql: str, chunk_size: int) -> Iterator[pd.DataFrame]:
-        """Stream a query in DataFrame chunks (server-side cursor where the driver has one)."""
+    def read_chunks(
+        self, sql: str, chunk_size: int, parameters: dict[str, Any] | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """Stream a query in DataFrame chunks (server-side cursor where the driver has one).
+
+        ``:name`` placeholders are bound by SQLAlchemy, so one query text works on every warehouse.
+        """
         engine = self.hook.get_sqlalchemy_engine()
         with engine.connect().execution_options(stream_results=True) as connection:
-            yield from pd.read_sql(sql, connection, chunksize=chunk_size)
+            yield from pd.read_sql(sqlalchemy.text(sql), connection, params=parameters or {}, chunksize=chunk_size)
 
     def query(self, sql: str, parameters: tuple = ()) -> list[tuple]:
         with closing(self.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:

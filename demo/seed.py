@@ -113,11 +113,22 @@ def generate_entrants(count: int = 50_000, seed: int = 7, days: int = 7) -> tupl
     return pd.DataFrame(rows), truths
 
 
-def seed(url: str, count: int = 50_000, seed_value: int = 7, table: str = TABLE) -> pd.DataFrame:
-    frame, _ = generate_entrants(count, seed_value)
+def loyalty_members(entrants: pd.DataFrame, lapsed_share: float = 0.2, seed: int = 7) -> pd.DataFrame:
+    """Users who reached the loyalty VIP step; a share of them has since lapsed."""
+    vip = entrants[(entrants.canvas_id == "loyalty") & (entrants.step_id == "vip")]
+    members = vip.drop_duplicates("user_id")[["user_id", "email", "phone", "idfa", "gaid"]].copy()
+    rng = random.Random(seed)
+    members["status"] = ["lapsed" if rng.random() < lapsed_share else "active" for _ in range(len(members))]
+    return members
+
+
+def seed(url: str, count: int = 50_000, seed_value: int = 7, days: int = 7) -> pd.DataFrame:
+    """Write ``canvas_step_entrants`` and ``loyalty_members`` (replacing them)."""
+    frame, _ = generate_entrants(count, seed_value, days)
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as connection:
-        frame.to_sql(table, connection, if_exists="replace", index=False, chunksize=10_000)
+        frame.to_sql(TABLE, connection, if_exists="replace", index=False, chunksize=10_000)
+        loyalty_members(frame, seed=seed_value).to_sql("loyalty_members", connection, if_exists="replace", index=False)
     engine.dispose()
     return frame
 
@@ -127,8 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", required=True, help="SQLAlchemy URL, e.g. sqlite:///warehouse.db")
     parser.add_argument("--count", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--days", type=int, default=7, help="entrants spread over this many days from 2026-11-01")
     args = parser.parse_args(argv)
-    frame = seed(args.url, args.count, args.seed)
+    frame = seed(args.url, args.count, args.seed, args.days)
     print(f"seeded {len(frame):,} entrants into {TABLE}")
 
 

@@ -67,6 +67,7 @@ class SyncAudienceOperator(BaseOperator):
     :param create_audience_if_missing: create ``audience_name`` when it does not exist.
     :param action: ``add`` users to the audience or ``remove`` them.
     :param sql: query selecting the users, read in chunks from ``warehouse_conn_id``.
+    :param parameters: values for the query's ``:named`` placeholders (templated; e.g. the data interval).
     :param warehouse_conn_id: common-sql connection holding the source, the results table and the ledger.
     :param source: instead of ``sql``, a DataFrame or an iterable of DataFrames (programmatic use).
     :param user_key_column: column identifying a user (de-duplication).
@@ -94,6 +95,7 @@ class SyncAudienceOperator(BaseOperator):
         "audience_id",
         "audience_name",
         "sql",
+        "parameters",
         "warehouse_conn_id",
         "match_fields",
         "results_table",
@@ -113,6 +115,7 @@ class SyncAudienceOperator(BaseOperator):
         create_audience_if_missing: bool = True,
         action: str = "add",
         sql: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
         warehouse_conn_id: str | None = None,
         source: pd.DataFrame | Iterable[pd.DataFrame] | None = None,
         user_key_column: str = "user_id",
@@ -142,6 +145,7 @@ class SyncAudienceOperator(BaseOperator):
         self.create_audience_if_missing = create_audience_if_missing
         self.action = action
         self.sql = sql
+        self.parameters = dict(parameters or {})
         self.warehouse_conn_id = warehouse_conn_id
         self.source = source
         self.user_key_column = user_key_column
@@ -264,7 +268,7 @@ class SyncAudienceOperator(BaseOperator):
                 iter([self.source]) if isinstance(self.source, pd.DataFrame) else iter(self.source)
             )
         else:
-            frames = warehouse.read_chunks(self.sql, self.chunk_size)  # type: ignore[arg-type]
+            frames = warehouse.read_chunks(self.sql, self.chunk_size, self.parameters)  # type: ignore[arg-type]
         try:
             first = next(frames, None)
         except Exception as err:  # the driver's own exception types vary by warehouse
@@ -405,6 +409,7 @@ class SyncAudienceOperator(BaseOperator):
             )
         return metrics.as_dict() | {
             "audience_id": record.audience_id,
+            "audience_name": state.get("audience_name"),
             "advertiser_id": state["advertiser_id"],
         }
 
@@ -518,6 +523,7 @@ class SyncAudienceOperator(BaseOperator):
         self.log.info("Dry run, nothing sent: %s", _summary(metrics))
         return metrics.as_dict() | {
             "audience_id": audience_id,
+            "audience_name": audience_name,
             "advertiser_id": advertiser_id,
             "dry_run": True,
         }
