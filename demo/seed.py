@@ -55,7 +55,9 @@ def _messy_phone(rng: random.Random, canonical: str) -> str:
     )
 
 
-def generate_entrants(count: int = 50_000, seed: int = 7, days: int = 7) -> tuple[pd.DataFrame, list[Truth]]:
+def generate_entrants(
+    count: int = 50_000, seed: int = 7, days: int = 7, start: datetime = START
+) -> tuple[pd.DataFrame, list[Truth]]:
     rng = random.Random(seed)
     rows, truths = [], []
     for number in range(count):
@@ -98,7 +100,7 @@ def generate_entrants(count: int = 50_000, seed: int = 7, days: int = 7) -> tupl
                 "step_id": step_id,
                 "user_id": f"u{number:07d}",
                 **fields,
-                "entered_at": (START + timedelta(seconds=rng.randrange(days * 86400))).isoformat(),
+                "entered_at": (start + timedelta(seconds=rng.randrange(days * 86400))).isoformat(),
             }
         )
         truths.append(
@@ -122,9 +124,9 @@ def loyalty_members(entrants: pd.DataFrame, lapsed_share: float = 0.2, seed: int
     return members
 
 
-def seed(url: str, count: int = 50_000, seed_value: int = 7, days: int = 7) -> pd.DataFrame:
+def seed(url: str, count: int = 50_000, seed_value: int = 7, days: int = 7, start: datetime = START) -> pd.DataFrame:
     """Write ``canvas_step_entrants`` and ``loyalty_members`` (replacing them)."""
-    frame, _ = generate_entrants(count, seed_value, days)
+    frame, _ = generate_entrants(count, seed_value, days, start)
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as connection:
         frame.to_sql(TABLE, connection, if_exists="replace", index=False, chunksize=10_000)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the system packages the test suite starts for real: a PostgreSQL server (the Postgres
-# warehouse tests) and docker-compose (validates docker-compose.yaml; no Docker engine is needed).
+# Installs the system packages the test suite starts for real: a PostgreSQL server (Postgres warehouse
+# and Celery metadata DB), Redis (Celery broker) and docker-compose (validates docker-compose.yaml;
+# no Docker engine is needed).
 set -euo pipefail
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null || missing+=(postgresql)
+command -v redis-server >/dev/null || missing+=(redis-server)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then

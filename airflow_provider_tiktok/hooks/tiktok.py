@@ -447,16 +447,7 @@ class TikTokHook(HttpHook):
         """Send a prepared batch (``action`` add or delete); its JSON is built by Arrow, not row by row."""
         if len(batch) > MAX_USERS_PER_MAPPING:
             raise TikTokBadRequestError(40061, f"batch {batch.number} has {len(batch)} users; the limit is 10000")
-        self.call(
-            "POST",
-            "segment/mapping/",
-            body={
-                "advertiser_ids": [advertiser_id],
-                "action": action,
-                "id_schema": list(batch.id_schema),
-                "batch_data": orjson.Fragment(batch.batch_data_json(audience_ids)),
-            },
-        )
+        self._post_mapping(action, advertiser_id, batch.id_schema, orjson.Fragment(batch.batch_data_json(audience_ids)))
 
     def _map_users(
         self,
@@ -469,16 +460,16 @@ class TikTokHook(HttpHook):
         check_mapping_payload(id_schema, batch_data)
         if not audience_ids:
             raise TikTokConfigurationError("A mapping call needs at least one audience id.")
-        self.call(
-            "POST",
-            "segment/mapping/",
-            body={
-                "advertiser_ids": [advertiser_id],
-                "action": action,
-                "id_schema": list(id_schema),
-                "batch_data": batch_data,
-            },
-        )
+        self._post_mapping(action, advertiser_id, id_schema, batch_data)
+
+    def _post_mapping(self, action: str, advertiser_id: str, id_schema: Sequence[str], batch_data: Any) -> None:
+        body = {
+            "advertiser_ids": [advertiser_id],
+            "action": action,
+            "id_schema": list(id_schema),
+            "batch_data": batch_data,
+        }
+        self.call("POST", "segment/mapping/", body=body)
 
     # --- Airflow UI ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,15 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 ACTIONS = {"add": "add", "remove": "delete"}
+
+
+@dataclass(frozen=True)
+class AudienceTarget:
+    advertiser_id: str
+    audience_id: str | None  # None only in a dry run that would create the audience
+    audience_name: str | None
+
+
 WINDOW_EXCEEDED = "retry_window_exceeded"
 
 
@@ -250,10 +260,10 @@ class SyncAudienceOperator(BaseOperator):
             advertiser_id = self._advertiser(hook)
             self._check_token_and_advertiser(hook, advertiser_id)
             frames = self._source_frames(warehouse, options)
-            audience_id, audience_name = self._resolve_audience(hook, advertiser_id)
+            target = self._resolve_audience(hook, advertiser_id)
             if self.dry_run:
-                return self._dry_run(ti, warehouse, key, frames, options, advertiser_id, audience_id, audience_name)
-            record = self._stage(warehouse, key, frames, options, advertiser_id, audience_id, audience_name)
+                return self._dry_run(warehouse, key, frames, options, target)
+            record = self._stage(warehouse, key, frames, options, target)
         else:
             # Launch checks passed at the first attempt; during an outage they would only burn this one.
             self.log.info("Resuming: users were staged at the first attempt; sending only unacknowledged batches.")
@@ -280,24 +290,24 @@ class SyncAudienceOperator(BaseOperator):
         options.check_columns(first.columns)
         return itertools.chain([first], frames)
 
-    def _resolve_audience(self, hook: TikTokHook, advertiser_id: str) -> tuple[str | None, str | None]:
+    def _resolve_audience(self, hook: TikTokHook, advertiser_id: str) -> AudienceTarget:
         if self.audience_id:
             found = hook.get_audiences(advertiser_id, [self.audience_id])
             if not found:
                 raise TikTokAudienceDeletedError(40002, f"audience {self.audience_id} was not found")
-            return str(self.audience_id), found[0].get("name")
+            return AudienceTarget(advertiser_id, str(self.audience_id), found[0].get("name"))
         name = str(self.audience_name)
         existing = hook.find_audience_by_name(advertiser_id, name)
         if existing is not None:
-            return str(existing["audience_id"]), name
+            return AudienceTarget(advertiser_id, str(existing["audience_id"]), name)
         if self.action == "remove" or not self.create_audience_if_missing:
             raise TikTokConfigurationError(
                 f"Audience {name!r} does not exist for advertiser {advertiser_id} "
                 f"({'nothing to remove from' if self.action == 'remove' else 'create_audience_if_missing is off'})."
             )
         if self.dry_run:
-            return None, name
-        return self._create_once(hook, advertiser_id, name), name
+            return AudienceTarget(advertiser_id, None, name)
+        return AudienceTarget(advertiser_id, self._create_once(hook, advertiser_id, name), name)
 
     def _create_once(self, hook: TikTokHook, advertiser_id: str, name: str) -> str:
         """Create, then converge: if a concurrent task created the same name, everyone keeps the oldest."""
@@ -316,22 +326,19 @@ class SyncAudienceOperator(BaseOperator):
             self.log.info("Created audience %r (%s).", name, created)
         return winner_id
 
+    def _new_record(self, status: str, target: AudienceTarget) -> SyncRecord:
+        state = {"advertiser_id": target.advertiser_id, "audience_name": target.audience_name, "action": self.action}
+        return SyncRecord(status, time.time(), target.audience_id, state)
+
     def _stage(
         self,
         warehouse: Warehouse,
         key: SyncKey,
         frames: Iterator[pd.DataFrame],
         options: PrepareOptions,
-        advertiser_id: str,
-        audience_id: str | None,
-        audience_name: str | None,
+        target: AudienceTarget,
     ) -> SyncRecord:
-        record = SyncRecord(
-            "staging",
-            time.time(),
-            audience_id,
-            {"advertiser_id": advertiser_id, "audience_name": audience_name, "action": self.action},
-        )
+        record = self._new_record("staging", target)
         warehouse.save_sync(self.ledger_table, key, record)
         preparer = UserPreparer(options)
         warehouse.stage_batches(
@@ -491,14 +498,11 @@ class SyncAudienceOperator(BaseOperator):
 
     def _dry_run(
         self,
-        ti: Any,
         warehouse: Warehouse,
         key: SyncKey,
         frames: Iterator[pd.DataFrame],
         options: PrepareOptions,
-        advertiser_id: str,
-        audience_id: str | None,
-        audience_name: str | None,
+        target: AudienceTarget,
     ) -> dict[str, Any]:
         """Prepare and count, send nothing: what would be synced stays 'pending'."""
         preparer = UserPreparer(options)
@@ -513,18 +517,12 @@ class SyncAudienceOperator(BaseOperator):
             attempts=1,
         )
         metrics.check_invariant()
-        record = SyncRecord(
-            "dry_run",
-            time.time(),
-            audience_id,
-            {"advertiser_id": advertiser_id, "audience_name": audience_name, "action": self.action},
-        )
-        self._write_results(warehouse, key, record, metrics, status="dry_run")
+        self._write_results(warehouse, key, self._new_record("dry_run", target), metrics, status="dry_run")
         self.log.info("Dry run, nothing sent: %s", _summary(metrics))
         return metrics.as_dict() | {
-            "audience_id": audience_id,
-            "audience_name": audience_name,
-            "advertiser_id": advertiser_id,
+            "audience_id": target.audience_id,
+            "audience_name": target.audience_name,
+            "advertiser_id": target.advertiser_id,
             "dry_run": True,
         }
 
