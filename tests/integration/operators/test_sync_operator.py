@@ -6,7 +6,6 @@ import json
 import subprocess
 import time
 
-import pandas as pd
 import pytest
 import sqlalchemy
 
@@ -150,16 +149,3 @@ def test_launch_validation_refuses_with_one_clear_message_and_sends_nothing(sand
 def _task_error_section(output: str, message: str) -> str:
     position = output.find(message)
     return output[max(0, position - 300) : position]
-
-
-def test_programmatic_dataframe_source_is_accepted():
-    from airflow_provider_tiktok.operators.tiktok import SyncAudienceOperator
-
-    operator = SyncAudienceOperator(
-        task_id="df",
-        audience_name="x",
-        source=pd.DataFrame({"user_id": [1]}),
-        warehouse_conn_id="w",
-        match_fields={"email": "email"},
-    )
-    assert operator.source is not None and "sql" in operator.template_fields

@@ -1,0 +1,59 @@
+"""Settings the operator refuses before any call, its DataFrame source, and the Ads Manager link."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from airflow_provider_tiktok.audience import PrepareOptions
+from airflow_provider_tiktok.exceptions import TikTokConfigurationError
+from airflow_provider_tiktok.links.tiktok import audience_url
+from airflow_provider_tiktok.operators.tiktok import SyncAudienceOperator
+
+
+def operator(**overrides) -> SyncAudienceOperator:
+    settings = {
+        "task_id": "sync",
+        "audience_name": "VIP",
+        "sql": "SELECT 1",
+        "warehouse_conn_id": "warehouse",
+        "match_fields": {"email": "email"},
+    }
+    return SyncAudienceOperator(**(settings | overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"action": "append"}, "action must be 'add' or 'remove'"),
+        ({"audience_name": None}, "Name the audience"),
+        ({"audience_name": "x" * 71}, "TikTok keeps 70"),
+        ({"source": pd.DataFrame()}, "exactly one source"),
+        ({"warehouse_conn_id": None}, "warehouse_conn_id is required"),
+        ({"max_qps": 60}, "max_qps must be in"),
+        ({"batch_size": 20_000}, "between 1 and 10000"),
+        ({"match_fields": {"fax": "fax"}}, "unknown field"),
+    ],
+)
+def test_settings_are_refused_with_one_clear_message(overrides, message):
+    with pytest.raises(TikTokConfigurationError, match=message):
+        operator(**overrides)._validate_settings()
+
+
+def test_dataframe_source_is_read_in_order_and_checked_for_columns():
+    frames = [
+        pd.DataFrame({"user_id": [1], "email": ["a@b.com"]}),
+        pd.DataFrame({"user_id": [2], "email": ["c@d.com"]}),
+    ]
+    options = PrepareOptions({"email": "email"}, "user_id")
+    task = operator(sql=None, source=iter(frames))
+    assert [f["user_id"].tolist() for f in task._source_frames(None, options)] == [[1], [2]]
+    missing = operator(sql=None, source=pd.DataFrame({"user_id": [1], "mail": ["a@b.com"]}))
+    with pytest.raises(TikTokConfigurationError, match=r"no column\(s\) \['email'\]"):
+        list(missing._source_frames(None, options))
+
+
+def test_ads_manager_link_names_the_advertiser_and_audience():
+    assert audience_url("7001", "7100000000001") == (
+        "https://ads.tiktok.com/i18n/audience?aadvid=7001&keyword=7100000000001"
+    )
