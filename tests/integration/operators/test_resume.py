@@ -126,9 +126,17 @@ def test_clearing_a_finished_sync_runs_it_fresh(sandbox, tmp_path):
     seed_warehouse(warehouse, 2_000)
     env = airflow_env(sandbox, warehouse, {"dag_id": "sync_again", "tasks": [sync_task("sync", "Again")]})
     assert dags_test("sync_again", env).returncode == 0
-    first = results(warehouse)[0]
-    assert dags_test("sync_again", env).returncode == 0
-    second = results(warehouse)[0]
-    assert second["attempts"] == 1 and second["synced"] == first["synced"]
+    [first] = results(warehouse)
+    with sqlite3.connect(warehouse) as db:
+        [(run_id, phase)] = db.execute("SELECT run_id, status FROM tiktok_audience_sync_ledger").fetchall()
+    assert phase == "finished"
+    with sqlite3.connect(warehouse) as db:  # new entrants arrive before the clear
+        db.execute("INSERT INTO entrants (user_id, email) VALUES ('late-1', 'late.one@example.com')")
+    cleared = tasks_test("sync_again", "sync", run_id, env)  # the same run again, as a UI clear does
+    assert cleared.returncode == 0, cleared.stdout[-3000:]
+    assert "starting a fresh sync" in cleared.stdout
+    [second] = results(warehouse)  # the same row, replaced: nothing summed across the two
+    assert (second["run_id"], second["attempts"]) == (run_id, 1)
+    assert second["entered"] == first["entered"] + 1 and second["synced"] == first["synced"] + 1
     audience = sandbox.stats()["audiences"][second["audience_id"]]
-    assert audience["members"] == first["synced"] and audience["received"] == 2 * first["synced"]
+    assert audience["members"] == second["synced"]
