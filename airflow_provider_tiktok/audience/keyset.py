@@ -18,10 +18,6 @@ class CompactKeySet:
     def __len__(self) -> int:
         return sum(len(run) for run in self._runs)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(run.nbytes for run in self._runs)
-
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``keys`` were added before."""
         found = np.zeros(len(keys), dtype=bool)

@@ -38,12 +38,6 @@ class SyncMetrics:
     def users_per_second(self) -> float:
         return round(self.synced / self.duration_seconds, 1) if self.duration_seconds > 0 else 0.0
 
-    def mark_pending_errored(self, reason: str) -> None:
-        """Turn every still-pending user into errored with ``reason`` (window over or fatal error)."""
-        if self.pending:
-            self.errored[reason] += self.pending
-            self.pending = 0
-
     def check_invariant(self) -> None:
         accounted = self.synced + self.not_synced_total + self.pending + self.errored_total
         if accounted != self.entered or min(self.synced, self.pending) < 0:
@@ -65,10 +59,3 @@ class SyncMetrics:
             duration_seconds=round(self.duration_seconds, 3),
         )
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SyncMetrics:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        for name in ("not_synced", "errored", "invalid_by_field"):
-            known[name] = Counter(known.get(name) or {})
-        return cls(**known)

@@ -35,7 +35,6 @@ from airflow_provider_tiktok.exceptions import (
 from airflow_provider_tiktok.limits import ID_SCHEMA_DIGEST_LENGTH, MAX_AUDIENCE_NAME_LENGTH, MAX_USERS_PER_MAPPING
 
 PRODUCTION_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
-SANDBOX_BASE_URL = "https://sandbox-ads.tiktok.com/open_api/v1.3/"
 
 AUDIENCE_PAGE_SIZE = 100
 AUDIENCE_GET_CHUNK = 100

@@ -177,6 +177,7 @@ class SyncAudienceOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         started = time.monotonic()
+        hook: TikTokHook | None = None
         try:
             options = self._validate_settings()
             hook = TikTokHook(
@@ -192,6 +193,9 @@ class SyncAudienceOperator(BaseOperator):
             if isinstance(err, TikTokAPIError) and err.retryable:
                 raise AirflowException(str(err)) from None
             raise AirflowFailException(str(err)) from None
+        finally:
+            if hook is not None:
+                hook.close()
 
     def _validate_settings(self) -> PrepareOptions:
         """Everything that can be refused without a network call, each with one clear message."""
