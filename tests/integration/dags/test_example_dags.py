@@ -125,3 +125,39 @@ def test_main_dag_on_postgres_changes_only_the_connection(start_sandbox, postgre
     staged = pd.read_sql("SELECT COUNT(*) AS n FROM tiktok_audience_sync_ledger_batches", engine)["n"][0]
     engine.dispose()
     assert staged >= 4  # the ledger lives in Postgres too
+
+
+@pytest.mark.usefixtures("example_dags")
+def test_suppression_dag_removes_users_who_lapsed(start_sandbox, tmp_path):
+    import os
+    import sqlite3
+
+    from demo.seed import loyalty_members
+
+    sandbox = start_sandbox(valid_after_seconds=0)
+    warehouse = tmp_path / "warehouse.db"
+    seed(f"sqlite:///{warehouse}", 8_000, days=1)
+    frame, truths = generate_entrants(8_000, 7, days=1)
+    members = loyalty_members(frame)
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_TIKTOK_DEFAULT": sandbox.connection_json(),
+        "AIRFLOW_CONN_TIKTOK_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(warehouse)}),
+    }
+
+    def expected(rows):
+        return expected_sync(frame.loc[rows.index], [truths[i] for i in rows.index])["members"]
+
+    with sqlite3.connect(warehouse) as db:  # first everyone is loyal
+        db.execute("UPDATE loyalty_members SET status = 'active'")
+    assert dags_test("tiktok_loyalty_suppression", env).returncode == 0
+    [audience] = list(sandbox.stats()["audiences"])
+    assert sorted(sandbox.members(audience)) == sorted(expected(members))
+
+    lapsed = members[members.status == "lapsed"]
+    assert len(lapsed) > 0
+    with sqlite3.connect(warehouse) as db:  # then some lapse
+        db.executemany("UPDATE loyalty_members SET status = 'lapsed' WHERE user_id = ?", [(u,) for u in lapsed.user_id])
+    done = dags_test("tiktok_loyalty_suppression", env)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert sorted(sandbox.members(audience)) == sorted(expected(members[members.status == "active"]))
