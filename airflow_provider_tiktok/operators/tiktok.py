@@ -273,7 +273,7 @@ class SyncAudienceOperator(BaseOperator):
             self.log.info("Resuming: users were staged at the first attempt; sending only unacknowledged batches.")
         advertiser_id = record.state["advertiser_id"]
         ti.xcom_push(key=AUDIENCE_XCOM_KEY, value={"advertiser_id": advertiser_id, "audience_id": record.audience_id})
-        return self._upload_and_report(ti, hook, warehouse, key, record, started)
+        return self._upload_and_report(hook, warehouse, key, record, started)
 
     def _source_frames(self, warehouse: Warehouse, options: PrepareOptions) -> Iterator[pd.DataFrame]:
         """The source as chunks; the first is read now so a bad query or missing column fails before any write."""
@@ -366,7 +366,6 @@ class SyncAudienceOperator(BaseOperator):
 
     def _upload_and_report(
         self,
-        ti: Any,
         hook: TikTokHook,
         warehouse: Warehouse,
         key: SyncKey,
@@ -408,7 +407,9 @@ class SyncAudienceOperator(BaseOperator):
         pending = metrics.pending
         record.status = "failed" if failure else ("staged" if pending else "finished")
         warehouse.save_sync(self.ledger_table, key, record)
-        self._write_results(warehouse, key, record, metrics, status=record.status if pending == 0 else "pending")
+        self._write_results(
+            warehouse, key, record, metrics, status="pending" if record.status == "staged" else record.status
+        )
         self.log.info("Sync metrics: %s", _summary(metrics))
         if failure:
             raise AirflowFailException(failure)

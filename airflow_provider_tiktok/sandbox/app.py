@@ -179,10 +179,9 @@ def create_app(state: SandboxState, faults: Faults | None = None, seed: int | No
         raise ApiError(40002, "action: must be one of create, delete.")
 
     def owned(advertiser_id: str, audience_id: str):
-        audience = state.audiences.get(str(audience_id))
-        if audience is None or audience.advertiser_id != advertiser_id:
+        if not _owns(advertiser_id, str(audience_id)):
             raise ApiError(40002, f"Audience {audience_id} does not exist or does not belong to the advertiser.")
-        return audience
+        return state.audiences[str(audience_id)]
 
     @api_route("segment/mapping/", "post")
     async def segment_mapping(request: Request, advertisers: list[str]) -> dict:
