@@ -1,15 +1,16 @@
 """Normalise, validate and hash one match field for a whole chunk at once.
 
-String work runs in Arrow's vectorised kernels; the only per-value Python loop is the hashlib call,
-which is the floor any pure-Python hasher pays. Rules are SPEC §2 "Normalisation before hashing".
+String work runs in Arrow's vectorised kernels and hashing in DuckDB's, so no step loops over values
+in Python (bar the rare phone that needs a country rule). Rules are SPEC §2 "Normalisation before hashing".
 """
 
 from __future__ import annotations
 
-import hashlib
+import threading
 from dataclasses import dataclass
 from enum import Enum
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -155,28 +156,28 @@ def as_text(values: pd.Series) -> pa.Array:
     return pc.if_else(pc.equal(pc.utf8_length(array), 0), pa.scalar(None, pa.string()), array)
 
 
-def hash_values(values: list[str], algorithm: str) -> list[str]:
-    """The hot loop: one hashlib call per value (``map`` keeps bytecode out of the loop)."""
-    digest = hashlib.sha256 if algorithm == "sha256" else hashlib.md5
-    return list(map(_HEXDIGEST, map(digest, map(str.encode, values))))
+def hash_array(values: pa.Array, algorithm: str) -> pa.StringArray:
+    """Lowercase hex digests of the UTF-8 values; nulls stay null.
 
-
-_HEXDIGEST = type(hashlib.sha256()).hexdigest
-
-
-def digest_array(digests: list[str], valid: np.ndarray, width: int) -> pa.StringArray:
-    """Place fixed-width digests at the ``valid`` rows of an Arrow array, nulls elsewhere.
-
-    Builds the buffers directly: ``pa.array(list)`` costs as much as the hashing it follows.
+    DuckDB's ``sha256``/``md5`` kernels hash a whole Arrow column in C. hashlib would cost a Python
+    call per value, which here is dearer than the hash itself (the benchmark's floor).
     """
-    lengths = valid.astype(np.int32) * width
-    offsets = np.zeros(len(valid) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    data = pa.py_buffer("".join(digests).encode("ascii"))
-    return pa.StringArray.from_buffers(
-        len(valid), pa.py_buffer(offsets), data, bitmap, null_count=int(len(valid) - valid.sum())
-    )
+    if algorithm not in DIGEST_LENGTH:
+        raise TikTokConfigurationError(f"Unknown hash algorithm {algorithm!r}; use 'sha256' or 'md5'.")
+    relation = _duckdb().from_arrow(pa.table({"value": values})).project(f"{algorithm}(value)")
+    return relation.to_arrow_table().column(0).combine_chunks()
+
+
+_connections = threading.local()
+
+
+def _duckdb() -> duckdb.DuckDBPyConnection:
+    """One single-threaded in-memory DuckDB per thread: connections are not thread-safe, and chunks
+    are small enough that parallelism belongs to the chunk workers, not to each query."""
+    connection = getattr(_connections, "duckdb", None)
+    if connection is None:
+        connection = _connections.duckdb = duckdb.connect(config={"threads": 1})
+    return connection
 
 
 def prepare_field(values: pd.Series, field: MatchField, rules: FieldRules) -> FieldOutcome:
@@ -190,18 +191,12 @@ def prepare_field(values: pd.Series, field: MatchField, rules: FieldRules) -> Fi
     else:
         normalised, valid = _normalise_device_ids(text)
     valid = pc.fill_null(valid, False)
+    digests = hash_array(pc.if_else(valid, normalised, pa.scalar(None, pa.string())), algorithm)
     if rules.accept_hashed:
         already_hashed = _already_hashed(text, algorithm)
         valid = pc.or_(valid, already_hashed)
-        usable = pc.filter(pc.if_else(already_hashed, pc.utf8_lower(text), normalised), valid).to_pylist()
-        passthrough = pc.filter(already_hashed, valid).to_pylist()
-        digests = [v if kept else hash_values([v], algorithm)[0] for v, kept in zip(usable, passthrough, strict=True)]
-    else:
-        digests = hash_values(pc.filter(normalised, valid).to_pylist(), algorithm)
-    valid_np = valid.to_numpy(zero_copy_only=False) & present
-    return FieldOutcome(
-        digests=digest_array(digests, valid_np, DIGEST_LENGTH[algorithm]), present=present, valid=valid_np
-    )
+        digests = pc.if_else(already_hashed, pc.ascii_lower(text), digests)
+    return FieldOutcome(digests=digests, present=present, valid=valid.to_numpy(zero_copy_only=False) & present)
 
 
 def _already_hashed(text: pa.Array, algorithm: str) -> pa.Array:
@@ -240,25 +235,38 @@ def _normalise_phones(text: pa.Array, country: PhoneCountry | None) -> tuple[pa.
     messy = pc.replace_substring_regex(messy, PHONE_PUNCTUATION, "")
     messy = pc.replace_substring_regex(messy, r"^(tel:)?00", "+")
     messy = pc.replace_substring_regex(messy, r"^tel:", "")
-    resolved = [_to_e164(number, country) for number in messy.to_pylist()]
-    phones = pc.replace_with_mask(text, needs_work, pa.array(resolved, type=pa.string()))
-    return phones, pc.fill_null(pc.match_substring_regex(phones, E164_PATTERN), False)
+    resolved = _with_country_code(messy, country)
+    resolved_valid = pc.fill_null(pc.match_substring_regex(resolved, E164_PATTERN), False)
+    return pc.replace_with_mask(text, needs_work, resolved), pc.replace_with_mask(clean, needs_work, resolved_valid)
 
 
-def _to_e164(number: str, country: PhoneCountry | None) -> str | None:
-    if number.startswith("+"):
-        return number
-    if country is None or not number.isdigit():
-        return None
-    if len(number) in country.national_lengths:
-        return f"+{country.calling_code}{number}"
-    prefix = country.trunk_prefix
-    if prefix and number.startswith(prefix) and len(number) - len(prefix) in country.national_lengths:
-        return f"+{country.calling_code}{number[len(prefix) :]}"
-    code = country.calling_code
-    if number.startswith(code) and len(number) - len(code) in country.national_lengths:
-        return f"+{number}"
-    return None
+def _with_country_code(numbers: pa.Array, country: PhoneCountry | None) -> pa.Array:
+    """Give digits-only national numbers the country's calling code: as dialled, after the trunk
+    prefix, or already carrying the code without ``+`` (first rule that fits wins).
+
+    Anything else is returned as it is and fails the E.164 check unless it already starts with ``+``.
+    """
+    if country is None:
+        return numbers
+    digits_only = pc.fill_null(pc.match_substring_regex(numbers, r"^[0-9]+$"), False)
+    length = pc.utf8_length(numbers)
+    national_lengths = pa.array(sorted(country.national_lengths), type=length.type)
+
+    def national_after(prefix: str) -> pa.Array:
+        rest = pc.cast(pc.subtract(length, len(prefix)), length.type)
+        return pc.and_(pc.and_(digits_only, pc.starts_with(numbers, prefix)), pc.is_in(rest, national_lengths))
+
+    rules = [(national_after(""), f"+{country.calling_code}", 0)]
+    if country.trunk_prefix:
+        rules.append((national_after(country.trunk_prefix), f"+{country.calling_code}", len(country.trunk_prefix)))
+    rules.append((national_after(country.calling_code), "+", 0))
+    conditions = pc.make_struct(
+        *(condition for condition, _, _ in rules), field_names=[str(i) for i in range(len(rules))]
+    )
+    choices = [
+        pc.binary_join_element_wise(head, pc.utf8_slice_codeunits(numbers, dropped), "") for _, head, dropped in rules
+    ]
+    return pc.case_when(conditions, *choices, numbers)
 
 
 def _normalise_device_ids(text: pa.Array) -> tuple[pa.Array, pa.Array]:

@@ -1,7 +1,8 @@
 """Turn a stream of warehouse chunks into de-duplicated, hashed users, counting every outcome.
 
-``prepare_chunk`` is stateless (so a process pool can run it); ``UserPreparer`` keeps what must be
-seen in order: which users and identities were already taken, and the counters.
+``prepare_chunk`` is stateless, so worker threads can run it side by side (its Arrow and DuckDB
+kernels release the GIL). ``UserPreparer`` keeps what must be seen in order: which users and
+identities were already taken, and the counters.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,7 +77,7 @@ class PrepareOptions:
 
 @dataclass
 class ChunkResult:
-    """One chunk, prepared: digests of its usable rows plus counts of the rest (picklable)."""
+    """One chunk, prepared: digests of its usable rows plus counts of the rest."""
 
     rows: int
     user_keys: np.ndarray
@@ -184,9 +185,12 @@ class UserPreparer:
         self._seen_users = CompactKeySet()
         self._seen_identities = CompactKeySet()
 
-    def prepare(self, frames: Iterable[pd.DataFrame], *, processes: int = 1) -> Iterator[PreparedUsers]:
-        """Yield usable users chunk by chunk, in input order (deterministic for a given order)."""
-        for result in map_chunks(frames, self.options, processes):
+    def prepare(self, frames: Iterable[pd.DataFrame], *, workers: int = 1) -> Iterator[PreparedUsers]:
+        """Yield usable users chunk by chunk, in input order (deterministic for a given order).
+
+        ``workers > 1`` prepares that many chunks at once on threads, to use more than one core.
+        """
+        for result in map_chunks(frames, self.options, workers):
             yield self._deduplicate(result)
 
     def _deduplicate(self, result: ChunkResult) -> PreparedUsers:
@@ -208,14 +212,18 @@ class UserPreparer:
         return PreparedUsers([column.filter(mask) for column in result.digests])
 
 
-def map_chunks(frames: Iterable[pd.DataFrame], options: PrepareOptions, processes: int) -> Iterator[ChunkResult]:
-    """``prepare_chunk`` over the frames, in order; with ``processes > 1`` on a bounded process pool."""
-    if processes <= 1:
+def map_chunks(frames: Iterable[pd.DataFrame], options: PrepareOptions, workers: int) -> Iterator[ChunkResult]:
+    """``prepare_chunk`` over the frames, in order; with ``workers > 1`` on a bounded thread pool.
+
+    Threads, not processes: the work is in GIL-free kernels, and a process pool would spend as long
+    pickling digests back as it saves.
+    """
+    if workers <= 1:
         for frame in frames:
             yield prepare_chunk(frame, options)
         return
-    with ProcessPoolExecutor(max_workers=processes) as pool:
-        yield from _bounded_ordered_map(pool, frames, options, in_flight=2 * processes)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare") as pool:
+        yield from _bounded_ordered_map(pool, frames, options, in_flight=2 * workers)
 
 
 def _bounded_ordered_map(

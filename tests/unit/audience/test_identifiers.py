@@ -74,6 +74,26 @@ def test_national_numbers_use_the_trunk_prefix_rule_of_the_country():
     assert digests(["07700 900123"], MatchField.PHONE, default_phone_country="GB") == [sha256("+447700900123")]
 
 
+@pytest.mark.parametrize(
+    ("country", "raw", "expected"),
+    [
+        (
+            "GB",
+            ["07700 900123", "7700900123", "447700900123", "+44 7700 900123", "0770090", "07700-9001x3"],
+            ["+447700900123", "+447700900123", "+447700900123", "+447700900123", None, None],
+        ),
+        (
+            "ES",
+            ["612 345 678", "34612345678", "0612345678", "+34 612 345 678"],
+            ["+34612345678", "+34612345678", None, "+34612345678"],
+        ),
+    ],
+)
+def test_country_rules_apply_row_by_row_in_one_chunk(country, raw, expected):
+    want = [sha256(e) if e else None for e in expected]
+    assert digests(raw, MatchField.PHONE, default_phone_country=country) == want
+
+
 def test_national_numbers_without_a_default_country_are_invalid():
     assert digests(["(657) 777-0000"], MatchField.PHONE) == [None]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 
 import orjson
@@ -24,9 +25,9 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def run(frames, options=OPTIONS, batch_size=10_000, processes=1):
+def run(frames, options=OPTIONS, batch_size=10_000, workers=1):
     preparer = UserPreparer(options)
-    batches = list(iter_batches(preparer.prepare(frames, processes=processes), options.id_schema, batch_size))
+    batches = list(iter_batches(preparer.prepare(frames, workers=workers), options.id_schema, batch_size))
     return preparer.counts, batches
 
 
@@ -125,11 +126,13 @@ def test_batch_size_outside_tiktok_limit_is_refused():
         validate_batch_size(10_001)
 
 
-def test_two_processes_give_the_same_batches_as_one():
-    rows = [(i, f"u{i % 40}@example.com", f"+1657777{i:04d}", None) for i in range(120)]
-    chunks = [frame(rows[i : i + 30]) for i in range(0, 120, 30)]
-    one_counts, one = run(chunks, batch_size=25)
-    two_counts, two = run(chunks, batch_size=25, processes=2)
+def test_parallel_workers_give_the_same_batches_as_one():
+    # Uneven chunks finish out of order on the workers; results must still come back in input order.
+    rows = [(i, f"u{i % 400}@example.com", f"+1657777{i:04d}", None) for i in range(3_000)]
+    bounds = [0, 2_000, 2_010, 2_500, 2_501, 3_000]
+    chunks = [frame(rows[a:b]) for a, b in itertools.pairwise(bounds)]
+    one_counts, one = run(chunks, batch_size=250)
+    two_counts, two = run(chunks, batch_size=250, workers=3)
     assert [b.rows() for b in one] == [b.rows() for b in two]
     assert one_counts == two_counts
 
