@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         timeout_keep_alive=30,
         backlog=256,
     )
+    # Hand the GIL back to the event loop every millisecond while a mapping body is parsed, so
+    # arrivals are stamped within ~1 ms of reaching the server (the default is 5 ms).
+    sys.setswitchinterval(0.001)
     uvicorn.Server(config).run()
     return 0
 

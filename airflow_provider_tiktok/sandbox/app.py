@@ -12,7 +12,9 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,7 +62,17 @@ class DropConnection(Exception):
 
 
 def create_app(state: SandboxState, faults: Faults | None = None, seed: int | None = None) -> FastAPI:
-    app = FastAPI(title="TikTok Marketing API emulator", docs_url="/_sandbox/docs", openapi_url=None)
+    # A 1 MB mapping body costs milliseconds of CPU. One worker thread parses and applies them, in
+    # arrival order, so the event loop stays free to stamp each arrival as it comes: the rate limit
+    # is judged on those stamps, and a busy loop would bunch them.
+    mapping_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-mapping")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        mapping_worker.shutdown(wait=True)
+
+    app = FastAPI(title="TikTok Marketing API emulator", docs_url="/_sandbox/docs", openapi_url=None, lifespan=lifespan)
     app.state.sandbox = state
     app.state.faults = faults = faults or Faults()
     app.state.counters = counters = RequestCounters(MAX_REQUESTS_PER_SECOND)
@@ -185,13 +197,17 @@ def create_app(state: SandboxState, faults: Faults | None = None, seed: int | No
 
     @api_route("segment/mapping/", "post")
     async def segment_mapping(request: Request, advertisers: list[str]) -> dict:
-        mapping = parse_mapping(await request.body())
+        raw = await request.body()
+        await asyncio.get_running_loop().run_in_executor(mapping_worker, apply_mapping, raw, advertisers)
+        return {}
+
+    def apply_mapping(raw: bytes, advertisers: list[str]) -> None:
+        mapping = parse_mapping(raw)
         listed = [require_advertiser(advertisers, a) for a in mapping.advertiser_ids]
         for audience_id in mapping.audience_ids:
             if not any(_owns(a, audience_id) for a in listed):
                 raise ApiError(40002, f"Audience {audience_id} does not belong to advertisers {listed}.")
         state.map_members(mapping.action, sorted(mapping.audience_ids), mapping.member_keys)
-        return {}
 
     def _owns(advertiser_id: str, audience_id: str) -> bool:
         audience = state.audiences.get(audience_id)
