@@ -154,16 +154,24 @@ def _batch_pattern(schema: tuple[str, ...]) -> re.Pattern[bytes]:
     return re.compile(rb"\[" + _WS + row + rb"(?:" + separator + row + rb")*+" + _WS + rb"\]")
 
 
-def _parse_mapping_fast(raw: bytes) -> MappingRequest | None:
+def _declared_schema(raw: bytes) -> list[str] | None:
+    """The body's ``id_schema`` if it is a valid one, read without parsing the rest."""
     schema_field = _SCHEMA_FIELD.search(raw)
-    batch_key = _BATCH_KEY.search(raw)
-    if schema_field is None or batch_key is None:
+    if schema_field is None:
         return None
     try:
         schema = orjson.loads(schema_field.group(1))
     except orjson.JSONDecodeError:
         return None
     if not schema or any(s not in ID_LENGTHS for s in schema) or len(set(schema)) != len(schema):
+        return None
+    return schema
+
+
+def _parse_mapping_fast(raw: bytes) -> MappingRequest | None:
+    schema = _declared_schema(raw)
+    batch_key = _BATCH_KEY.search(raw)
+    if schema is None or batch_key is None:
         return None
     batch = _batch_pattern(tuple(schema)).match(raw, batch_key.end())
     if batch is None:
@@ -225,15 +233,9 @@ def _skeleton_pattern(width: int) -> re.Pattern[bytes]:
 
 
 def _parse_compact(raw: bytes) -> MappingRequest | None:
-    schema_field = _SCHEMA_FIELD.search(raw)
+    schema = _declared_schema(raw)
     batch_key = raw.find(b'"batch_data":[[')
-    if schema_field is None or batch_key < 0:
-        return None
-    try:
-        schema = orjson.loads(schema_field.group(1))
-    except orjson.JSONDecodeError:
-        return None
-    if not schema or any(s not in ID_LENGTHS for s in schema) or len(set(schema)) != len(schema):
+    if schema is None or batch_key < 0:
         return None
     start = batch_key + len(b'"batch_data":')
     end = raw.rfind(b"]]", start) + 2  # the array's end, if it is the last "]]" (else a check below fails)
