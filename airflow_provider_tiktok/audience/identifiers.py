@@ -1,7 +1,7 @@
 """Normalise, validate and hash one match field for a whole chunk at once.
 
 String work runs in Arrow's vectorised kernels and hashing in DuckDB's, so no step loops over values
-in Python (bar the rare phone that needs a country rule). Rules are SPEC §2 "Normalisation before hashing".
+in Python (bar the opt-in Gmail canonicalisation). Rules are SPEC §2 "Normalisation before hashing".
 """
 
 from __future__ import annotations
