@@ -6,6 +6,7 @@ in Python (bar the opt-in Gmail canonicalisation). Rules are SPEC §2 "Normalisa
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from enum import Enum
@@ -51,6 +52,19 @@ ZERO_UUID = "00000000-0000-0000-0000-000000000000"  # "limit ad tracking": ident
 PHONE_PUNCTUATION = r"[\s\-\.\(\)/]"
 #: Fails every validator, so a value we cannot read as text counts as invalid rather than missing.
 UNREADABLE = "\x00"
+
+
+_IDENTIFIER_LIKE = re.compile(
+    r"[^\s@'\"()<>\[\],;:=]+@[^\s@'\"()<>\[\],;:=]+"  # an email
+    r"|\+?\d[\d\s().\-/]{5,}\d"  # a phone number (7+ digits, maybe punctuated)
+    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # a device id
+)
+
+
+def scrub_identifiers(text: str) -> str:
+    """Blank whatever looks like an email, phone number or device id, e.g. a value a database
+    echoed in its error message, before the text reaches a log or an exception."""
+    return _IDENTIFIER_LIKE.sub("[redacted]", text)
 
 
 @dataclass(frozen=True)

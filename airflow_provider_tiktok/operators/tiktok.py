@@ -35,6 +35,7 @@ from airflow_provider_tiktok.audience import (
     iter_batches,
 )
 from airflow_provider_tiktok.audience.batching import MAX_BATCH_SIZE, UserBatch, validate_batch_size
+from airflow_provider_tiktok.audience.identifiers import scrub_identifiers
 from airflow_provider_tiktok.exceptions import (
     TikTokAPIError,
     TikTokAudienceDeletedError,
@@ -286,13 +287,11 @@ class SyncAudienceOperator(BaseOperator):
         try:
             first = next(frames, None)
         except Exception as err:  # the driver's own exception types vary by warehouse
-            raise TikTokConfigurationError(
-                f"Could not read the source query: {type(err).__name__}: {str(err).splitlines()[0][:300]}"
-            ) from None
+            raise TikTokConfigurationError(f"Could not read the source query: {_one_line(err)}") from None
         if first is None:
             return iter(())
         options.check_columns(first.columns)
-        return itertools.chain([first], frames)
+        return itertools.chain([first], _later_chunks(frames))
 
     def _resolve_audience(self, hook: TikTokHook, advertiser_id: str) -> AudienceTarget:
         if self.audience_id:
@@ -543,3 +542,18 @@ def _summary(metrics: SyncMetrics) -> str:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _later_chunks(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """A source can also fail mid-stream (a dropped connection, a statement timeout): one line, not
+    the driver's traceback, and a retryable failure, since the retry starts the staging afresh."""
+    try:
+        yield from frames
+    except Exception as err:  # the driver's own exception types vary by warehouse
+        raise AirflowException(f"Reading the source failed after its first chunk: {_one_line(err)}") from None
+
+
+def _one_line(err: Exception) -> str:
+    """The first line of a driver's error, with any value it echoed that looks like an identifier blanked."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {scrub_identifiers(text.splitlines()[0])[:300] if text else 'no message'}"

@@ -1,11 +1,13 @@
-"""Settings the operator refuses before any call, its DataFrame source, and the Ads Manager link."""
+"""Settings the operator refuses before any call, its DataFrame source and its errors, and the Ads Manager link."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_tiktok.audience import PrepareOptions
+from airflow_provider_tiktok.audience.identifiers import scrub_identifiers
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError
 from airflow_provider_tiktok.links.tiktok import audience_url
 from airflow_provider_tiktok.operators.tiktok import SyncAudienceOperator
@@ -57,3 +59,33 @@ def test_ads_manager_link_names_the_advertiser_and_audience():
     assert audience_url("7001", "7100000000001") == (
         "https://ads.tiktok.com/i18n/audience?aadvid=7001&keyword=7100000000001"
     )
+
+
+def test_a_source_failing_mid_stream_fails_retryably_in_one_line_without_identifiers():
+    def chunks():
+        yield pd.DataFrame({"user_id": [1], "email": ["a@b.com"]})
+        raise RuntimeError('invalid input syntax for type bigint: "jane.doe@example.com"\nLINE 1: SELECT ...')
+
+    frames = operator(sql=None, source=chunks())._source_frames(None, PrepareOptions({"email": "email"}, "user_id"))
+    assert next(frames)["user_id"].tolist() == [1]
+    with pytest.raises(AirflowException) as caught:
+        next(frames)
+    assert not isinstance(caught.value, AirflowFailException)  # a retry stages afresh
+    assert str(caught.value) == (
+        "Reading the source failed after its first chunk: "
+        'RuntimeError: invalid input syntax for type bigint: "[redacted]"'
+    )
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        ("duplicate key value (email)=(Jane.Doe+x@Example.com)", "duplicate key value (email)=([redacted])"),
+        ("bad phone '+1 (657) 777-0000' in row 3", "bad phone '[redacted]' in row 3"),
+        ("idfa 6D92078A-8246-4BA4-AE5B-76104861E7DC unknown", "idfa [redacted] unknown"),
+        ('column "emial" does not exist', 'column "emial" does not exist'),
+    ],
+)
+def test_identifier_like_values_are_scrubbed_from_driver_messages(text, scrubbed):
+    assert scrub_identifiers(text) == scrubbed
