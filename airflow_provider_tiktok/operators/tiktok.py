@@ -94,6 +94,8 @@ class SyncAudienceOperator(BaseOperator):
     :param request_retry_seconds: longest time one request keeps retrying before its batch waits for the next attempt.
     :param concurrency: requests in flight at once.
     :param chunk_size: source rows per chunk.
+    :param prepare_workers: chunks normalised and hashed at once (threads); 2 uses a second core while
+        staging, when no upload runs yet.
     :param default_phone_country: ISO country for national phone numbers.
     :param device_id_hash: ``sha256`` (default) or ``md5`` for IDFA/GAID.
     :param accept_hashed: pass values that already are digests through unchanged.
@@ -142,6 +144,7 @@ class SyncAudienceOperator(BaseOperator):
         request_retry_seconds: float = 300.0,
         concurrency: int = 8,
         chunk_size: int = 50_000,
+        prepare_workers: int = 1,
         default_phone_country: str | None = None,
         device_id_hash: str = "sha256",
         accept_hashed: bool = False,
@@ -172,6 +175,7 @@ class SyncAudienceOperator(BaseOperator):
         self.request_retry_seconds = request_retry_seconds
         self.concurrency = concurrency
         self.chunk_size = chunk_size
+        self.prepare_workers = prepare_workers
         self.field_rules = FieldRules(default_phone_country, device_id_hash, accept_hashed, normalize_gmail)
 
     # --- entry point -------------------------------------------------------------------------
@@ -217,8 +221,8 @@ class SyncAudienceOperator(BaseOperator):
             )
         if not 0 < self.max_qps <= TIKTOK_MAX_QPS:
             raise TikTokConfigurationError(f"max_qps must be in (0, {TIKTOK_MAX_QPS}], got {self.max_qps}.")
-        if self.concurrency < 1 or self.chunk_size < 1:
-            raise TikTokConfigurationError("concurrency and chunk_size must be at least 1.")
+        if min(self.concurrency, self.chunk_size, self.prepare_workers) < 1:
+            raise TikTokConfigurationError("concurrency, chunk_size and prepare_workers must be at least 1.")
         try:
             validate_batch_size(self.batch_size)
         except ValueError as err:
@@ -344,9 +348,7 @@ class SyncAudienceOperator(BaseOperator):
         record = self._new_record("staging", target)
         warehouse.save_sync(self.ledger_table, key, record)
         preparer = UserPreparer(options)
-        warehouse.stage_batches(
-            self.ledger_table, key, iter_batches(preparer.prepare(frames), options.id_schema, self.batch_size)
-        )
+        warehouse.stage_batches(self.ledger_table, key, self._prepared_batches(preparer, frames, options))
         counts = preparer.counts
         record.status = "staged"
         record.state.update(
@@ -362,6 +364,12 @@ class SyncAudienceOperator(BaseOperator):
             dict(counts.not_synced) or "none",
         )
         return record
+
+    def _prepared_batches(
+        self, preparer: UserPreparer, frames: Iterator[pd.DataFrame], options: PrepareOptions
+    ) -> Iterator[UserBatch]:
+        prepared = preparer.prepare(frames, workers=self.prepare_workers)
+        return iter_batches(prepared, options.id_schema, self.batch_size)
 
     def _upload_and_report(
         self,
@@ -510,7 +518,7 @@ class SyncAudienceOperator(BaseOperator):
     ) -> dict[str, Any]:
         """Prepare and count, send nothing: what would be synced stays 'pending'."""
         preparer = UserPreparer(options)
-        for _ in iter_batches(preparer.prepare(frames), options.id_schema, self.batch_size):
+        for _ in self._prepared_batches(preparer, frames, options):
             pass
         counts = preparer.counts
         metrics = SyncMetrics(

@@ -57,7 +57,8 @@ def assert_exact(sandbox, warehouse, dag_id, task_id, expected, row_count: int =
 def test_25000_users_from_sqlite_land_exactly_once(sandbox, tmp_path):
     warehouse = tmp_path / "warehouse.db"
     frame, truths = seed_warehouse(warehouse, 25_000)
-    spec = {"dag_id": "sync_25k", "tasks": [sync_task("sync", "Winback 25k")]}
+    # Two preparation threads here (the other tests use the default one): the result must be the same.
+    spec = {"dag_id": "sync_25k", "tasks": [sync_task("sync", "Winback 25k", prepare_workers=2)]}
     done = dags_test("sync_25k", airflow_env(sandbox, warehouse, spec))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     expected = expected_sync(frame, truths)

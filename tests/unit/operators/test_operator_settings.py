@@ -33,6 +33,7 @@ def operator(**overrides) -> SyncAudienceOperator:
         ({"source": pd.DataFrame()}, "exactly one source"),
         ({"warehouse_conn_id": None}, "warehouse_conn_id is required"),
         ({"max_qps": 60}, "max_qps must be in"),
+        ({"prepare_workers": 0}, "prepare_workers must be at least 1"),
         ({"batch_size": 20_000}, "between 1 and 10000"),
         ({"match_fields": {"fax": "fax"}}, "unknown field"),
     ],
