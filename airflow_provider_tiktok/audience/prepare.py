@@ -1,6 +1,6 @@
 """Turn a stream of warehouse chunks into de-duplicated, hashed users, counting every outcome.
 
-``prepare_chunk`` is stateless, so worker threads can run it side by side (its Arrow and DuckDB
+``prepare_chunk`` is stateless, so worker threads can run it side by side (its Arrow and DataFusion
 kernels release the GIL). ``UserPreparer`` keeps what must be seen in order: which users and
 identities were already taken, and the counters.
 """
