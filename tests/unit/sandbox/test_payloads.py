@@ -47,6 +47,7 @@ def test_fast_path_reads_what_the_exact_parser_reads(dumps):
     [
         ([[{"id": "jane@example.com", "audience_ids": ["10"]}]], ("EMAIL_SHA256",), 40062),
         ([[{"id": sha("a").upper(), "audience_ids": ["10"]}]], ("EMAIL_SHA256",), 40062),
+        ([[{"id": "é" * 64, "audience_ids": ["10"]}]], ("EMAIL_SHA256",), 40062),
         ([[{"id": sha("a"), "audience_ids": ["10"]}]], ("EMAIL_SHA256", "PHONE_SHA256"), 40002),
         ([[{}, {}]], ("EMAIL_SHA256", "PHONE_SHA256"), 40002),
         ([[{"id": sha("a")}]], ("EMAIL_SHA256",), 40002),
