@@ -133,6 +133,7 @@ def test_parallel_workers_give_the_same_batches_as_one():
     chunks = [frame(rows[a:b]) for a, b in itertools.pairwise(bounds)]
     one_counts, one = run(chunks, batch_size=250)
     two_counts, two = run(chunks, batch_size=250, workers=3)
+    assert one_counts.entered == 3_000 and one_counts.prepared == sum(len(b) for b in one) > 2_500
     assert [b.rows() for b in one] == [b.rows() for b in two]
     assert one_counts == two_counts
 
