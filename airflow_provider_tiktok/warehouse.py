@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,7 @@ class Warehouse:
         self.dialect = hook.dialect_name
         self.blob_type = "BYTEA" if self.dialect.startswith("postgres") else "BLOB"
         self.ph = hook.placeholder
+        self._shared = threading.local()
         if self.dialect == "sqlite":
             # Staging writes the ledger while the source query is still streaming from the same file;
             # in SQLite's default journal mode that open read would lock every write out.
@@ -111,13 +113,35 @@ class Warehouse:
         with engine.connect().execution_options(stream_results=True) as connection:
             yield from pd.read_sql(sqlalchemy.text(sql), connection, params=parameters or {}, chunksize=chunk_size)
 
+    @contextmanager
+    def one_connection(self) -> Iterator[None]:
+        """Within the block, this thread's statements share one connection: an upload attempt reads
+        and updates the ledger once per batch, and opening a connection each time costs more than the
+        statement (a login on Postgres). A failing statement ends the block, so an aborted transaction
+        is never reused."""
+        with closing(self.hook.get_conn()) as conn:
+            self._shared.conn = conn
+            try:
+                yield
+            finally:
+                self._shared.conn = None
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        shared = getattr(self._shared, "conn", None)
+        if shared is not None:
+            yield shared
+            return
+        with closing(self.hook.get_conn()) as conn:
+            yield conn
+
     def query(self, sql: str, parameters: tuple = ()) -> list[tuple]:
-        with closing(self.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
+        with self._connection() as conn, closing(conn.cursor()) as cursor:
             cursor.execute(sql, parameters)
             return list(cursor.fetchall())
 
     def _execute(self, statements: Iterable[tuple[str, Iterable[tuple] | tuple]], many: bool = False) -> None:
-        with closing(self.hook.get_conn()) as conn:
+        with self._connection() as conn:
             with closing(conn.cursor()) as cursor:
                 for sql, params in statements:
                     if many:
@@ -208,7 +232,7 @@ class Warehouse:
             f"INSERT INTO {table}_batches (dag_id, task_id, run_id, map_index, batch_number, users, status, payload) "
             f"VALUES ({', '.join([self.ph] * 8)})"
         )
-        with closing(self.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
+        with self._connection() as conn, closing(conn.cursor()) as cursor:
             buffered: list[tuple] = []
             for batch in batches:
                 buffered.append((*key.values(), batch.number, len(batch), BatchStatus.STAGED.value, batch.to_bytes()))

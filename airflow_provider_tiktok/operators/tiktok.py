@@ -278,7 +278,8 @@ class SyncAudienceOperator(BaseOperator):
             self.log.info("Resuming: users were staged at the first attempt; sending only unacknowledged batches.")
         advertiser_id = record.state["advertiser_id"]
         ti.xcom_push(key=AUDIENCE_XCOM_KEY, value={"advertiser_id": advertiser_id, "audience_id": record.audience_id})
-        return self._upload_and_report(hook, warehouse, key, record, started)
+        with warehouse.one_connection():  # the attempt's ledger statements, one per batch, share it
+            return self._upload_and_report(hook, warehouse, key, record, started)
 
     def _source_frames(self, warehouse: Warehouse, options: PrepareOptions) -> Iterator[pd.DataFrame]:
         """The source as chunks; the first is read now so a bad query or missing column fails before any write."""
