@@ -10,14 +10,17 @@ import re
 import threading
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from datafusion import SessionConfig, SessionContext, col, functions
 
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError
+
+if TYPE_CHECKING:
+    from datafusion import SessionContext
 
 
 class MatchField(str, Enum):
@@ -177,19 +180,21 @@ def hash_array(values: pa.Array, algorithm: str) -> pa.StringArray:
     instructions where it has them. hashlib would cost a Python call per value, which here is dearer
     than the hash itself (the benchmark's floor).
     """
-    digest = _DIGESTS.get(algorithm)
-    if digest is None:
+    if algorithm not in DIGEST_LENGTH:
         raise TikTokConfigurationError(f"Unknown hash algorithm {algorithm!r}; use 'sha256' or 'md5'.")
+    from datafusion import col, functions  # imported here: DAG files parse this module, only tasks hash
+
+    value = col("value")
+    digest = functions.encode(functions.sha256(value), "hex") if algorithm == "sha256" else functions.md5(value)
     context = _datafusion()
     frame = context.from_arrow(pa.table({"value": values}), name=_CHUNK_TABLE)
     try:
-        digests = frame.select(digest(col("value"))).to_arrow_table().column(0)
+        digests = frame.select(digest).to_arrow_table().column(0)
     finally:
         context.deregister_table(_CHUNK_TABLE)  # the context would otherwise keep every chunk alive
     return digests.combine_chunks().cast(pa.string())
 
 
-_DIGESTS = {"sha256": lambda value: functions.encode(functions.sha256(value), "hex"), "md5": functions.md5}
 _CHUNK_TABLE = "chunk"
 _contexts = threading.local()
 
@@ -199,6 +204,8 @@ def _datafusion() -> SessionContext:
     parallelism belongs to the chunk workers (the kernels release the GIL)."""
     context = getattr(_contexts, "datafusion", None)
     if context is None:
+        from datafusion import SessionConfig, SessionContext
+
         context = _contexts.datafusion = SessionContext(SessionConfig().with_target_partitions(1))
     return context
 

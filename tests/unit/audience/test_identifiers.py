@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -167,3 +169,10 @@ def test_unknown_settings_are_refused_with_the_option_named():
         FieldRules(default_phone_country="XX")
     with pytest.raises(TikTokConfigurationError, match="device_id_hash"):
         FieldRules(device_id_hash="sha1")
+
+
+def test_parsing_a_dag_file_does_not_load_the_hashing_engine():
+    probe = "import sys, airflow_provider_tiktok.operators.tiktok; print('datafusion' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert digests(["a@b.co"], MatchField.EMAIL) == [sha256("a@b.co")]  # and hashing loads it on demand
