@@ -21,7 +21,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_tiktok.audience.batching import UserBatch
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError
-from airflow_provider_tiktok.upload import BatchOutcome, BatchStatus
+from airflow_provider_tiktok.sync.upload import BatchOutcome, BatchStatus
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 

@@ -15,9 +15,8 @@ from airflow.sdk import DAG, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_tiktok.operators.tiktok import SyncAudienceOperator
-from airflow_provider_tiktok.ratelimit import share_of_budget
-from airflow_provider_tiktok.retry_window import retry_arguments
 from airflow_provider_tiktok.sensors.tiktok import TikTokAudienceSensor
+from airflow_provider_tiktok.sync import retry_arguments, share_of_budget
 
 CONFIG = yaml.safe_load(Path(__file__).with_name("tiktok_canvas_audience_sync.yaml").read_text())
 WINDOW = timedelta(hours=CONFIG["retry_window_hours"])

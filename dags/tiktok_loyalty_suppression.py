@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG
 
 from airflow_provider_tiktok.operators.tiktok import SyncAudienceOperator
-from airflow_provider_tiktok.retry_window import retry_arguments
+from airflow_provider_tiktok.sync import retry_arguments
 
 AUDIENCE = "Suppression - loyal customers"
 MEMBERS = "SELECT user_id, email, phone, idfa, gaid FROM loyalty_members WHERE status = :status ORDER BY user_id"

@@ -46,9 +46,9 @@ from airflow_provider_tiktok.exceptions import (
 from airflow_provider_tiktok.hooks.tiktok import TikTokHook
 from airflow_provider_tiktok.limits import MAX_AUDIENCE_NAME_LENGTH, MAX_AUDIENCES_PER_ADVERTISER
 from airflow_provider_tiktok.links.tiktok import AUDIENCE_XCOM_KEY, TikTokAudienceLink
-from airflow_provider_tiktok.ratelimit import TIKTOK_MAX_QPS, SlidingWindowLimiter
-from airflow_provider_tiktok.retry_window import DEFAULT_RETRY_WINDOW
-from airflow_provider_tiktok.upload import BatchStatus, Progress, upload_batches
+from airflow_provider_tiktok.sync.ratelimit import TIKTOK_MAX_QPS, SlidingWindowLimiter
+from airflow_provider_tiktok.sync.retry_window import DEFAULT_RETRY_WINDOW
+from airflow_provider_tiktok.sync.upload import BatchStatus, Progress, upload_batches
 from airflow_provider_tiktok.warehouse import SyncKey, SyncRecord, Warehouse
 
 if TYPE_CHECKING:

@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from airflow_provider_tiktok.audience.batching import UserBatch  # noqa: E402
 from airflow_provider_tiktok.hooks.tiktok import TikTokHook  # noqa: E402
-from airflow_provider_tiktok.ratelimit import SlidingWindowLimiter  # noqa: E402
 from airflow_provider_tiktok.sandbox.process import SandboxProcess  # noqa: E402
-from airflow_provider_tiktok.upload import upload_batches  # noqa: E402
+from airflow_provider_tiktok.sync.ratelimit import SlidingWindowLimiter  # noqa: E402
+from airflow_provider_tiktok.sync.upload import upload_batches  # noqa: E402
 from demo.seed import generate_entrants  # noqa: E402
 from tests.benchmarks.bench_prepare import peak_rss_child  # noqa: E402
 from tests.integration.harness import AIRFLOW  # noqa: E402

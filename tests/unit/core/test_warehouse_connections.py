@@ -11,7 +11,7 @@ from airflow.providers.common.sql.hooks.sql import DbApiHook
 
 from airflow_provider_tiktok import warehouse as warehouse_module
 from airflow_provider_tiktok.audience.batching import UserBatch
-from airflow_provider_tiktok.upload import BatchOutcome, BatchStatus
+from airflow_provider_tiktok.sync.upload import BatchOutcome, BatchStatus
 from airflow_provider_tiktok.warehouse import SyncKey, Warehouse
 
 LEDGER = "ledger"

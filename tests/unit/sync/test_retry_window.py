@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from airflow_provider_tiktok.retry_window import expected_retry_delays, retry_arguments
+from airflow_provider_tiktok.sync.retry_window import expected_retry_delays, retry_arguments
 
 
 @pytest.mark.parametrize("hours", [13, 1, 24])

@@ -12,7 +12,7 @@ from airflow_provider_tiktok.exceptions import (
     TikTokRateLimitError,
     TikTokTokenError,
 )
-from airflow_provider_tiktok.upload import BatchStatus, Progress, upload_batches
+from airflow_provider_tiktok.sync.upload import BatchStatus, Progress, upload_batches
 
 
 def batches(count: int, users: int = 3) -> list[UserBatch]:

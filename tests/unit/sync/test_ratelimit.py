@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from airflow_provider_tiktok.ratelimit import SlidingWindowLimiter, share_of_budget
+from airflow_provider_tiktok.sync.ratelimit import SlidingWindowLimiter, share_of_budget
 
 
 class FakeClock:
