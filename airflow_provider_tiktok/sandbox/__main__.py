@@ -10,6 +10,8 @@ import sys
 import uvicorn
 
 from airflow_provider_tiktok.sandbox.app import API_PREFIX, Faults, create_app
+from airflow_provider_tiktok.sandbox.faults import DROP_MODES
+from airflow_provider_tiktok.sandbox.settings import MAPPING_MODES, EmulatorSettings
 from airflow_provider_tiktok.sandbox.state import SandboxState
 
 DEFAULT_TOKEN = "sandbox-access-token"
@@ -31,9 +33,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-jitter-ms", type=float, default=0.0)
     parser.add_argument("--transient-error-rate", type=float, default=0.0)
     parser.add_argument("--drop-connection-rate", type=float, default=0.0)
+    parser.add_argument("--drop-mode", choices=DROP_MODES, default="mid_body", help="where a dropped answer is cut")
     parser.add_argument("--valid-after-seconds", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=None, help="seed for injected faults")
+    defaults = EmulatorSettings()
+    parser.add_argument(
+        "--mapping-mode",
+        choices=MAPPING_MODES,
+        default=defaults.mapping_mode,
+        help="sink: check segment/mapping bodies, count their users, store no member (benchmarks)",
+    )
+    parser.add_argument("--min-audience-size", type=int, default=defaults.min_audience_size)
+    parser.add_argument("--min-lookalike-seed", type=int, default=defaults.min_lookalike_seed)
+    parser.add_argument("--max-file-bytes", type=int, default=defaults.max_file_bytes)
+    parser.add_argument("--accept-gzip-files", type=_boolean, default=defaults.accept_gzip_files)
+    parser.add_argument(
+        "--business-center",
+        action="append",
+        dest="business_centers",
+        default=[],
+        help="comma-separated advertiser ids of one Business Center (repeat for more); "
+        "default: the token's advertisers form one",
+    )
     return parser.parse_args(argv)
+
+
+def _boolean(value: str) -> bool:
+    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return value.lower() in ("true", "1", "yes")
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -62,7 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         latency_jitter_ms=args.latency_jitter_ms,
         transient_error_rate=args.transient_error_rate,
         drop_connection_rate=args.drop_connection_rate,
+        drop_mode=args.drop_mode,
         valid_after_seconds=args.valid_after_seconds,
+    )
+    settings = EmulatorSettings(
+        mapping_mode=args.mapping_mode,
+        min_audience_size=args.min_audience_size,
+        min_lookalike_seed=args.min_lookalike_seed,
+        max_file_bytes=args.max_file_bytes,
+        accept_gzip_files=args.accept_gzip_files,
+        business_centers=tuple(frozenset(filter(None, c.split(","))) for c in args.business_centers),
     )
     base_url = f"http://{args.host}:{args.port}{API_PREFIX}"
     print(
@@ -77,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     config = uvicorn.Config(
-        create_app(state, faults, seed=args.seed),
+        create_app(state, faults, seed=args.seed, settings=settings),
         host=args.host,
         port=args.port,
         log_level="warning",

@@ -11,7 +11,8 @@ bodies take one of two fast paths, tried in order:
   ``batch_data`` shape and ``findall`` extracts what we store (~12 ms).
 
 Anything neither recognises goes to ``parse_mapping_exactly``, which is the reference behaviour and
-decides every error code.
+decides every error code. ``summarise_mapping`` (sink mode) runs the same checks but, on the compact
+path, only counts the users instead of slicing out their ids.
 """
 
 from __future__ import annotations
@@ -49,6 +50,17 @@ class MappingRequest:
     action: str
     id_schema: list[str]
     member_keys: list[bytes]  # each user's first id (ASCII hex): what the emulator stores as a member
+    audience_ids: set[str]
+
+
+@dataclass(frozen=True)
+class MappingSummary:
+    """A valid mapping request without its members: what sink mode keeps."""
+
+    advertiser_ids: list[str]
+    action: str
+    id_schema: list[str]
+    users: int
     audience_ids: set[str]
 
 
@@ -235,6 +247,33 @@ def _skeleton_pattern(width: int) -> re.Pattern[bytes]:
 
 
 def _parse_compact(raw: bytes) -> MappingRequest | None:
+    compact = _compact_rows(raw)
+    if compact is None:
+        return None
+    advertiser_ids, action, schema, audience_ids, region, (starts, ends) = compact
+    members = list(map(region.__getitem__, map(slice, starts.tolist(), ends.tolist())))
+    return MappingRequest(advertiser_ids, action, schema, members, audience_ids)
+
+
+def summarise_mapping(raw: bytes) -> MappingSummary:
+    """What sink mode needs: every rule checked as ``parse_mapping`` does, the users only counted.
+
+    Compact bodies are counted from byte offsets, without one Python object per user; others take the
+    full parse.
+    """
+    compact = _compact_rows(raw)
+    if compact is not None:
+        advertiser_ids, action, schema, audience_ids, _, (starts, _) = compact
+        return MappingSummary(advertiser_ids, action, schema, len(starts), audience_ids)
+    parsed = parse_mapping(raw)
+    return MappingSummary(
+        parsed.advertiser_ids, parsed.action, parsed.id_schema, len(parsed.member_keys), parsed.audience_ids
+    )
+
+
+def _compact_rows(raw: bytes) -> tuple[list[str], str, list[str], set[str], bytes, tuple] | None:
+    """Advertisers, action, schema, audience ids, the ``batch_data`` bytes and the (start, end) offsets
+    of each row's first id in them, for a valid compact body; None for anything else."""
     schema = _declared_schema(raw)
     batch_key = raw.find(b'"batch_data":[[')
     if schema is None or batch_key < 0:
@@ -251,16 +290,17 @@ def _parse_compact(raw: bytes) -> MappingRequest | None:
         audience_list = orjson.loads(cell_tail[len(_AUDIENCE_KEY) : -1])
     except orjson.JSONDecodeError:
         return None
-    members = _first_ids_of_rows(region, cell_tail, [ID_LENGTHS[name] for name in schema])
+    first_ids = _first_ids_of_rows(region, cell_tail, [ID_LENGTHS[name] for name in schema])
     head = _head(raw, start, end, schema)
-    if members is None or head is None or not isinstance(audience_list, list) or not audience_list:
+    if first_ids is None or head is None or not isinstance(audience_list, list) or not audience_list:
         return None
-    return MappingRequest(*head, schema, members, {str(a) for a in audience_list})
+    return *head, schema, {str(a) for a in audience_list}, region, first_ids
 
 
-def _first_ids_of_rows(region: bytes, cell_tail: bytes, widths: list[int]) -> list[bytes] | None:
-    """Each row's first id, if every filled cell is ``{"id":"<hex>`` + ``cell_tail``, every row has
-    ``len(widths)`` cells and at least one id, and each id has its column's width. Else None."""
+def _first_ids_of_rows(region: bytes, cell_tail: bytes, widths: list[int]) -> tuple | None:
+    """Start and end offsets (numpy arrays) of each row's first id, if every filled cell is
+    ``{"id":"<hex>`` + ``cell_tail``, every row has ``len(widths)`` cells and at least one id, and each id
+    has its column's width. Else None."""
     chars = np.frombuffer(region, dtype=np.uint8)
     size = len(chars)
     braces = np.flatnonzero(chars == ord("{"))
@@ -305,4 +345,4 @@ def _first_ids_of_rows(region: bytes, cell_tail: bytes, widths: list[int]) -> li
     first = np.concatenate(([True], row_of_id[1:] != row_of_id[:-1]))
     if int(first.sum()) != rows:
         return None  # a row without any id: the exact parser names it
-    return list(map(region.__getitem__, map(slice, id_starts[first].tolist(), id_ends[first].tolist())))
+    return id_starts[first], id_ends[first]

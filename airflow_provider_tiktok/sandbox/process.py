@@ -7,7 +7,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class SandboxProcess:
-    """``with SandboxProcess(state_path) as sandbox:`` starts the server and stops it on exit."""
+    """``with SandboxProcess(state_path) as sandbox:`` starts the server and stops it on exit.
+
+    ``options`` become CLI flags (``mapping_mode="sink"`` -> ``--mapping-mode sink``; a list repeats the
+    flag, e.g. ``business_center=["1,2", "3"]``).
+    """
 
     def __init__(
         self,
@@ -45,6 +51,8 @@ class SandboxProcess:
         self.process: subprocess.Popen | None = None
         self.access_token = ""
         self.admin = requests.Session()
+        self.log: deque[str] = deque(maxlen=200)  # the server's last stderr lines
+        self._log_reader: threading.Thread | None = None
 
     @property
     def root_url(self) -> str:
@@ -73,7 +81,8 @@ class SandboxProcess:
         for advertiser in self.advertiser_ids:
             command += ["--advertiser-id", advertiser]
         for name, value in self.options.items():
-            command += [f"--{name.replace('_', '-')}", str(value)]
+            for item in value if isinstance(value, list | tuple) else [value]:
+                command += [f"--{name.replace('_', '-')}", str(item)]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ}
         )
@@ -82,6 +91,9 @@ class SandboxProcess:
             self.process.wait(timeout=10)
             raise RuntimeError(f"emulator did not start: {self.process.stderr.read() if self.process.stderr else ''}")
         self.access_token = json.loads(banner)["access_token"]
+        # Keep reading the server's log: a pipe nobody reads fills up and then blocks the server.
+        self._log_reader = threading.Thread(target=self._drain_log, daemon=True, name=f"sandbox-log-{self.port}")
+        self._log_reader.start()
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             try:
@@ -92,6 +104,11 @@ class SandboxProcess:
         self.stop()
         raise RuntimeError(f"emulator on port {self.port} did not answer within {self.startup_timeout}s")
 
+    def _drain_log(self) -> None:
+        stream = self.process.stderr if self.process else None
+        for line in stream or ():
+            self.log.append(line)
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
@@ -100,6 +117,8 @@ class SandboxProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._log_reader is not None:
+            self._log_reader.join(timeout=10)  # it ends at the log's end, before the stream is closed
         for stream in (self.process.stdout, self.process.stderr) if self.process else ():
             if stream:
                 stream.close()
@@ -134,6 +153,19 @@ class SandboxProcess:
 
     def members(self, audience_id: str) -> list[str]:
         response = self.admin.get(f"{self.root_url}/_sandbox/audiences/{audience_id}/members", timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def audience(self, audience_id: str) -> dict:
+        """Kind, size, sharing and ad groups of one audience (``GET /_sandbox/audiences/{id}``)."""
+        response = self.admin.get(f"{self.root_url}/_sandbox/audiences/{audience_id}", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def set_adgroup(self, adgroup_id: str, status: str = "ENABLE", advertiser_id: str | None = None) -> dict:
+        """Create or pause (``DISABLE``) an ad group audiences can be applied to."""
+        body = {"advertiser_id": advertiser_id or self.advertiser_id, "status": status}
+        response = self.admin.post(f"{self.root_url}/_sandbox/adgroups/{adgroup_id}", json=body, timeout=10)
         response.raise_for_status()
         return response.json()
 

@@ -14,6 +14,7 @@ from airflow_provider_tiktok.sandbox.payloads import (
     _parse_mapping_fast,
     parse_mapping,
     parse_mapping_exactly,
+    summarise_mapping,
 )
 
 
@@ -59,9 +60,10 @@ def test_fast_path_reads_what_the_exact_parser_reads(dumps):
         ([[{"id": sha("a"), "audience_ids": ["10"]}, {}, {}]], ("EMAIL_SHA256", "PHONE_SHA256"), 40002),
     ],
 )
-def test_malformed_bodies_get_the_exact_parsers_code(rows, schema, code):
+@pytest.mark.parametrize("parse", [parse_mapping, summarise_mapping], ids=["strict", "sink"])
+def test_malformed_bodies_get_the_exact_parsers_code(rows, schema, code, parse):
     with pytest.raises(ApiError) as caught:
-        parse_mapping(orjson.dumps(body(rows, schema)))
+        parse(orjson.dumps(body(rows, schema)))
     assert caught.value.code == code
 
 
@@ -115,3 +117,19 @@ def test_compact_path_leaves_other_bodies_to_the_next_parser(dumps):
     raw = dumps(body([[{"id": sha("a"), "audience_ids": ["10"]}]], ("EMAIL_SHA256",)))
     assert _parse_compact(raw) is None
     assert parse_mapping(raw) == parse_mapping_exactly(orjson.loads(raw))
+
+
+@pytest.mark.parametrize(
+    "dumps", [orjson.dumps, lambda b: json.dumps(b, indent=2).encode()], ids=["compact", "indented"]
+)
+def test_sink_summary_counts_what_the_strict_parser_reads(dumps):
+    schema = ("EMAIL_SHA256", "PHONE_SHA256", "IDFA_MD5")
+    raw = dumps(body(compact_rows(300, schema, ["10", "11"]), schema))
+    strict, summary = parse_mapping(raw), summarise_mapping(raw)
+    assert summary.users == len(strict.member_keys) == 300
+    assert (summary.advertiser_ids, summary.action, summary.id_schema, summary.audience_ids) == (
+        strict.advertiser_ids,
+        strict.action,
+        strict.id_schema,
+        strict.audience_ids,
+    )
