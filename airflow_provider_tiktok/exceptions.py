@@ -17,6 +17,7 @@ TRANSIENT_CODES = frozenset({50000, 50002, 51003, 51063, 60001})
 #: Pseudo-codes for failures that never reached TikTok's envelope.
 HTTP_ERROR_CODE = -1
 NETWORK_ERROR_CODE = -2
+TLS_ERROR_CODE = -3
 
 REAUTHORISE_HINT = (
     "Re-authorise: run `python -m airflow_provider_tiktok.oauth --app-id <APP_ID> --conn-id <CONN_ID>` "
@@ -97,6 +98,16 @@ class TikTokBadRequestError(TikTokAPIError):
 class TikTokAudienceDeletedError(TikTokAPIError):
     fatal = True
     hint = "The audience no longer exists in TikTok; recreate it or point the task at another audience."
+
+
+class TikTokTLSError(TikTokAPIError):
+    """The server's certificate was not trusted: retrying cannot help, the connection's set-up must change."""
+
+    fatal = True
+
+
+class TikTokSourceError(TikTokError):
+    """Reading the source failed part-way; a retry stages afresh."""
 
 
 class TikTokConfigurationError(TikTokError, ValueError):

@@ -6,6 +6,41 @@ from typing import Any
 
 from airflow_provider_tiktok import __version__
 
+PRODUCTION_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
+
+#: The ``tiktok`` connection form, defined once: Airflow's UI reads it from here, the hook derives its
+#: legacy form methods from it. Extras never leave as HTTP headers.
+CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
+    "app_id": {
+        "label": "App ID",
+        "schema": {"type": ["string", "null"]},
+        "description": "TikTok for Business app id (OAuth and advertiser listing)",
+    },
+    "secret": {
+        "label": "App secret",
+        "schema": {"type": ["string", "null"], "format": "password"},
+        "description": "App secret; only ever sent to the OAuth endpoints",
+    },
+    "advertiser_id": {
+        "label": "Default advertiser ID",
+        "schema": {"type": ["string", "null"]},
+        "description": "Ad account used when a task names none",
+    },
+    "ca_bundle": {
+        "label": "CA bundle path",
+        "schema": {"type": ["string", "null"]},
+        "description": "PEM file of extra certificate authorities (e.g. a corporate TLS proxy); verification stays on",
+    },
+}
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port", "login"],
+    "relabeling": {"host": "API base URL", "password": "Access token"},
+    "placeholders": {
+        "host": PRODUCTION_BASE_URL,
+        "password": "long-lived Marketing API access token",
+    },
+}
+
 
 def get_provider_info() -> dict[str, Any]:
     return {
@@ -50,31 +85,8 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_tiktok.hooks.tiktok.TikTokHook",
                 "connection-type": "tiktok",
                 "hook-name": "TikTok Marketing API",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login"],
-                    "relabeling": {"host": "API base URL", "password": "Access token"},
-                    "placeholders": {
-                        "host": "https://business-api.tiktok.com/open_api/v1.3/",
-                        "password": "long-lived Marketing API access token",
-                    },
-                },
-                "conn-fields": {
-                    "app_id": {
-                        "label": "App ID",
-                        "schema": {"type": ["string", "null"]},
-                        "description": "TikTok for Business app id (OAuth and advertiser listing)",
-                    },
-                    "secret": {
-                        "label": "App secret",
-                        "schema": {"type": ["string", "null"], "format": "password"},
-                        "description": "App secret; only ever sent to the OAuth endpoints",
-                    },
-                    "advertiser_id": {
-                        "label": "Default advertiser ID",
-                        "schema": {"type": ["string", "null"]},
-                        "description": "Ad account used when a task names none",
-                    },
-                },
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": CONNECTION_FIELDS,
             }
         ],
     }

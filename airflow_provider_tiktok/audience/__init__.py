@@ -2,13 +2,12 @@
 
 from airflow_provider_tiktok.audience.batching import MAX_BATCH_SIZE, UserBatch, iter_batches
 from airflow_provider_tiktok.audience.identifiers import FieldRules, MatchField
-from airflow_provider_tiktok.audience.metrics import InvariantViolation, SyncMetrics
+from airflow_provider_tiktok.audience.metrics import SyncMetrics
 from airflow_provider_tiktok.audience.prepare import PrepareOptions, UserPreparer
 
 __all__ = [
     "MAX_BATCH_SIZE",
     "FieldRules",
-    "InvariantViolation",
     "MatchField",
     "PrepareOptions",
     "SyncMetrics",

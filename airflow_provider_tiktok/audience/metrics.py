@@ -7,10 +7,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-class InvariantViolation(AssertionError):
-    """Users were lost or counted twice; refusing to report such numbers."""
-
-
 @dataclass
 class SyncMetrics:
     entered: int = 0
@@ -19,12 +15,15 @@ class SyncMetrics:
     not_synced: Counter[str] = field(default_factory=Counter)
     errored: Counter[str] = field(default_factory=Counter)
     invalid_by_field: Counter[str] = field(default_factory=Counter)
+    coverage: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     rate_limited: int = 0
     retries: int = 0
     attempts: int = 0
     batches_total: int = 0
     duration_seconds: float = 0.0
+    time_to_first_request_seconds: float | None = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def not_synced_total(self) -> int:
@@ -41,7 +40,8 @@ class SyncMetrics:
     def check_invariant(self) -> None:
         accounted = self.synced + self.not_synced_total + self.pending + self.errored_total
         if accounted != self.entered or min(self.synced, self.pending) < 0:
-            raise InvariantViolation(
+            # Users were lost or counted twice: refuse to report such numbers.
+            raise AssertionError(
                 f"entered={self.entered} but synced+not_synced+pending+errored={accounted} "
                 f"({self.synced}+{self.not_synced_total}+{self.pending}+{self.errored_total})"
             )
@@ -57,5 +57,6 @@ class SyncMetrics:
             errored_total=self.errored_total,
             users_per_second=self.users_per_second,
             duration_seconds=round(self.duration_seconds, 3),
+            phase_seconds={phase: round(seconds, 3) for phase, seconds in self.phase_seconds.items()},
         )
         return data

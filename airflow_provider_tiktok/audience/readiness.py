@@ -19,6 +19,7 @@ class Readiness:
     met: bool
     failure: str | None = None  # set when waiting longer cannot help
     waiting_for: str = ""
+    summary: dict[str, Any] | None = None  # the audience's facts, once ready
 
 
 def evaluate(audience: dict[str, Any] | None, conditions: AudienceConditions, label: str) -> Readiness:
@@ -33,7 +34,7 @@ def evaluate(audience: dict[str, Any] | None, conditions: AudienceConditions, la
     size = int(audience.get("cover_num") or 0)
     if conditions.min_size is not None and size < conditions.min_size:
         return Readiness(False, waiting_for=f"audience {label} to reach {conditions.min_size} (size {size})")
-    return Readiness(True)
+    return Readiness(True, summary=audience_summary(audience))
 
 
 def audience_summary(audience: dict[str, Any]) -> dict[str, Any]:
@@ -46,3 +47,8 @@ def audience_summary(audience: dict[str, Any]) -> dict[str, Any]:
         "is_expiring": bool(audience.get("is_expiring")),
         "expired_time": audience.get("expired_time"),
     }
+
+
+def audience_label(audience_id: str | None, audience_name: str | None) -> str:
+    """How messages name the audience: its id, else its quoted name."""
+    return str(audience_id) if audience_id else repr(audience_name)

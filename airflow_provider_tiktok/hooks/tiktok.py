@@ -1,22 +1,27 @@
-"""TikTokHook: transport, auth, envelope parsing, retries and the Marketing API calls we use."""
+"""TikTokHook: transport (URL checks, TLS, pooled sessions, retries, typed errors) and the TikTok concepts a task
+needs — the default ad account, the token's access check, audiences by id or exact name, created once."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import re
+import ssl
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
-from urllib.parse import urlparse
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
+import certifi
 import orjson
 import requests
 import tenacity
-from airflow.providers.http.hooks.http import HttpHook
-from airflow.sdk import Connection
+from airflow.sdk import BaseHook, Connection
 from airflow.sdk._shared.secrets_masker import redact
 from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
@@ -24,25 +29,33 @@ from requests.adapters import HTTPAdapter
 from airflow_provider_tiktok.audience.batching import UserBatch
 from airflow_provider_tiktok.exceptions import (
     NETWORK_ERROR_CODE,
+    TLS_ERROR_CODE,
     TikTokAPIError,
+    TikTokAudienceDeletedError,
     TikTokBadRequestError,
     TikTokConfigurationError,
+    TikTokPermissionError,
     TikTokRateLimitError,
+    TikTokTLSError,
     TikTokTransientError,
     error_for_http_status,
     unwrap_envelope,
 )
-from airflow_provider_tiktok.limits import ID_SCHEMA_DIGEST_LENGTH, MAX_AUDIENCE_NAME_LENGTH, MAX_USERS_PER_MAPPING
-
-PRODUCTION_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
+from airflow_provider_tiktok.get_provider_info import CONNECTION_FIELDS, PRODUCTION_BASE_URL, UI_FIELD_BEHAVIOUR
+from airflow_provider_tiktok.limits import MAX_AUDIENCE_NAME_LENGTH, MAX_AUDIENCES_PER_ADVERTISER, MAX_USERS_PER_MAPPING
 
 AUDIENCE_PAGE_SIZE = 100
 AUDIENCE_GET_CHUNK = 100
-OAUTH_ENDPOINTS = frozenset({"oauth2/access_token/", "oauth2/advertiser/get/"})
+#: The words our users write (``add``/``remove``) and the API's ``segment/mapping`` actions.
+MAPPING_ACTIONS = {"add": "add", "remove": "delete"}
+_HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_DOTTED_QUAD = re.compile(r"^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
 
 
 class RequestGate(Protocol):
-    """Anything that blocks until one more request may start (the operator's rate limiter)."""
+    """Anything that blocks until one more request may start (the rate budget)."""
 
     def acquire(self) -> None: ...
 
@@ -62,49 +75,131 @@ class CallStats:
             self.retries += retries
             self.rate_limited += rate_limited
 
-
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    def snapshot(self) -> tuple[int, int, int]:
+        with self._lock:
+            return self.requests, self.retries, self.rate_limited
 
 
-def normalise_base_url(host: str | None) -> str:
-    """The connection's ``host`` as an API base URL; refuse plain http except on loopback."""
+def validate_base_url(host: str | None) -> str:
+    """The connection's ``host`` as an API base URL, judged by the host the HTTP client will connect to.
+
+    Only a plain ``scheme://host[:port]/path`` passes: no userinfo, backslashes, percent-escapes, query
+    or fragment, since URL parsers disagree about those and a token could leave for another host.
+    Plain ``http`` is accepted only for loopback literals (``localhost``, ``127.x.y.z``, ``[::1]``).
+    """
     if not host:
         return PRODUCTION_BASE_URL
-    url = host if "://" in host else f"https://{host}"
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise TikTokConfigurationError(f"API base URL {host!r} is not an http(s) URL.")
-    if parsed.scheme == "http" and not is_loopback_host(parsed.hostname):
-        raise TikTokConfigurationError(
-            f"API base URL {host!r} uses plain http on a non-loopback host; use https "
-            "(plain http is accepted only for 127.0.0.1/localhost, e.g. the local emulator)."
+    url = host.strip() if "://" in host else f"https://{host.strip()}"
+
+    def refuse(why: str) -> TikTokConfigurationError:
+        return TikTokConfigurationError(f"API base URL {host!r} is refused: {why}.")
+
+    if any(c in url for c in "\\@%?#") or any(ord(c) <= 32 or ord(c) >= 127 for c in url):
+        raise refuse("it may hold only scheme://host[:port]/path, without '@', '\\', '%', '?', '#' or spaces")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise refuse("it is not an http(s) URL")
+    try:
+        hostname, port = parts.hostname, parts.port
+    except ValueError:
+        raise refuse("its port is not a number") from None
+    netloc = parts.netloc
+    if not hostname or port == 0 or not (_HOST.match(hostname) or _ipv6_literal(netloc)):
+        raise refuse("its host is not a plain DNS name or IP address")
+    if hostname.replace(".", "").isdigit() and not _DOTTED_QUAD.match(hostname):
+        raise refuse("write IPv4 addresses as four decimal numbers")
+    if parts.scheme == "http" and not is_loopback_host(hostname):
+        raise refuse(
+            "plain http is accepted only for loopback hosts (127.0.0.1, localhost, [::1], e.g. the local emulator); "
+            "use https"
         )
     return url if url.endswith("/") else url + "/"
 
 
-class TikTokHook(HttpHook):
+def _ipv6_literal(netloc: str) -> bool:
+    match = re.match(r"^\[([0-9A-Fa-f:.]+)\](?::\d+)?$", netloc)
+    if not match:
+        return False
+    try:
+        ipaddress.IPv6Address(match.group(1))
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback_host(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    if _DOTTED_QUAD.match(hostname) or ":" in hostname:
+        return ipaddress.ip_address(hostname).is_loopback
+    return False
+
+
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """Public roots (certifi) plus, optionally, the user's CA bundle; never less verification."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if ca_bundle:
+        path = Path(ca_bundle)
+        if not path.is_file():
+            raise TikTokConfigurationError(f"The connection's ca_bundle {ca_bundle!r} is not a readable file.")
+        try:
+            context.load_verify_locations(cafile=str(path))
+        except ssl.SSLError:
+            raise TikTokConfigurationError(
+                f"The connection's ca_bundle {ca_bundle!r} holds no PEM certificate."
+            ) from None
+    return context
+
+
+class _TLSAdapter(HTTPAdapter):
+    def __init__(self, context: ssl.SSLContext, **kwargs: Any) -> None:
+        self._context = context
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+
+def network_error(err: BaseException, endpoint: str, base_url: str) -> TikTokAPIError:
+    """One mapping of transport failures for both clients: certificate problems are the user's to fix,
+    everything else that broke a request or its response (reset, timeout, cut mid-body) is transient."""
+    if isinstance(err, requests.exceptions.SSLError | aiohttp.ClientSSLError | ssl.SSLError):
+        return TikTokTLSError(
+            TLS_ERROR_CODE,
+            f"TLS certificate of {urlsplit(base_url).hostname} was not trusted ({type(err).__name__}); if a corporate "
+            "proxy re-signs TLS, set the connection's 'ca_bundle' extra to its CA file",
+            endpoint=endpoint,
+        )
+    return TikTokTransientError(NETWORK_ERROR_CODE, f"{type(err).__name__} talking to the API", endpoint=endpoint)
+
+
+# Transport failures of each client library; anything else raised while sending is a bug, not the network.
+_REQUESTS_FAILURES = (requests.RequestException,)
+_AIOHTTP_FAILURES = (aiohttp.ClientError, TimeoutError)
+
+
+class TikTokHook(BaseHook):
     """
     Talk to the TikTok Marketing API (v1.3) with an OAuth access token kept in an Airflow Connection.
 
     Connection: ``host`` = API base URL (empty means production), ``password`` = access token,
-    extras ``app_id``, ``secret`` (app secret, only sent to OAuth endpoints), ``advertiser_id``.
+    extras ``app_id``, ``secret`` (app secret, only sent to OAuth endpoints), ``advertiser_id``,
+    ``ca_bundle`` (extra trusted CAs).
+
+    Not an ``HttpHook``: its ``get_conn`` copies every extra into headers (our extras hold the app secret),
+    its ``run``/``check_response`` send without the ``Access-Token`` header and turn TikTok's HTTP-200
+    errors into untyped exceptions before a retry policy can see them; everything it offers would be
+    overridden here. The transport below is small: one pooled ``requests`` session and tenacity.
 
     :param tiktok_conn_id: the ``tiktok`` connection to use.
     :param timeout: (connect, read) seconds for every request.
-    :param retry_limit: attempts per call for rate-limited and transient errors.
-    :param retry_max_seconds: wall-clock cap for one call's retries.
-    :param retry_min_wait: first back-off in seconds (grows exponentially, with jitter).
-    :param retry_max_wait: longest single back-off.
+    :param request_retry_limit: attempts per call for rate-limited and transient errors.
+    :param request_retry_seconds: wall-clock cap for one call's retries.
+    :param request_retry_min_wait: first back-off in seconds (grows exponentially, with jitter).
+    :param request_retry_max_wait: longest single back-off.
     :param pool_maxsize: pooled connections; sized for the operator's worker threads.
-    :param request_gate: called before every send (retries included), e.g. a rate limiter.
+    :param request_gate: called before every send (retries included), e.g. the shared rate budget.
     """
 
     conn_name_attr = "tiktok_conn_id"
@@ -117,14 +212,14 @@ class TikTokHook(HttpHook):
         tiktok_conn_id: str = default_conn_name,
         *,
         timeout: tuple[float, float] = (10.0, 120.0),
-        retry_limit: int = 8,
-        retry_max_seconds: float = 300.0,
-        retry_min_wait: float = 1.0,
-        retry_max_wait: float = 60.0,
+        request_retry_limit: int = 8,
+        request_retry_seconds: float = 300.0,
+        request_retry_min_wait: float = 1.0,
+        request_retry_max_wait: float = 60.0,
         pool_maxsize: int = 64,
         request_gate: RequestGate | None = None,
     ) -> None:
-        super().__init__(method="GET", http_conn_id=tiktok_conn_id, tcp_keep_alive=False)
+        super().__init__()
         self.tiktok_conn_id = tiktok_conn_id
         self.timeout = timeout
         self.pool_maxsize = pool_maxsize
@@ -134,8 +229,8 @@ class TikTokHook(HttpHook):
         self._session_lock = threading.Lock()
         self._session: requests.Session | None = None
         self._retry_args: dict[str, Any] = {
-            "stop": tenacity.stop_after_attempt(retry_limit) | tenacity.stop_after_delay(retry_max_seconds),
-            "wait": tenacity.wait_exponential_jitter(initial=retry_min_wait, max=retry_max_wait),
+            "stop": tenacity.stop_after_attempt(request_retry_limit) | tenacity.stop_after_delay(request_retry_seconds),
+            "wait": tenacity.wait_exponential_jitter(initial=request_retry_min_wait, max=request_retry_max_wait),
             "retry": tenacity.retry_if_exception(self._retryable_error),
             "before_sleep": self._count_retry,
             "reraise": True,
@@ -149,25 +244,16 @@ class TikTokHook(HttpHook):
         from flask_babel import lazy_gettext
         from wtforms import PasswordField, StringField
 
-        return {
-            "app_id": StringField(lazy_gettext("App ID"), widget=BS3TextFieldWidget()),
-            "secret": PasswordField(lazy_gettext("App secret"), widget=BS3PasswordFieldWidget()),
-            "advertiser_id": StringField(lazy_gettext("Default advertiser ID"), widget=BS3TextFieldWidget()),
-        }
+        widgets: dict[str, Any] = {}
+        for name, spec in CONNECTION_FIELDS.items():
+            secret = spec["schema"].get("format") == "password"
+            kind, widget = (PasswordField, BS3PasswordFieldWidget) if secret else (StringField, BS3TextFieldWidget)
+            widgets[name] = kind(lazy_gettext(spec["label"]), description=spec["description"], widget=widget())
+        return widgets
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port", "login"],
-            "relabeling": {"host": "API base URL", "password": "Access token"},
-            "placeholders": {
-                "host": PRODUCTION_BASE_URL,
-                "password": "long-lived Marketing API access token",
-                "app_id": "TikTok for Business app id (for OAuth and advertiser listing)",
-                "secret": "app secret (only sent to OAuth endpoints)",
-                "advertiser_id": "ad account used when a task names none",
-            },
-        }
+        return {key.replace("-", "_"): value for key, value in UI_FIELD_BEHAVIOUR.items()}
 
     # --- connection and session --------------------------------------------------------------
 
@@ -183,29 +269,26 @@ class TikTokHook(HttpHook):
     @cached_property
     def connection(self) -> Connection:
         conn = self._connection_override or self.get_connection(self.tiktok_conn_id)
-        extras = conn.extra_dejson
-        for value in (conn.password, extras.get("secret")):
-            if value:
-                mask_secret(value)
+        _mask_secrets(conn)
         return conn
 
     @cached_property
     def api_base_url(self) -> str:
-        return normalise_base_url(self.connection.host)
+        return validate_base_url(self.connection.host)
 
-    @property
-    def default_advertiser_id(self) -> str | None:
-        value = self.connection.extra_dejson.get("advertiser_id")
-        return str(value) if value else None
+    def advertiser_id(self, explicit: str | None = None) -> str:
+        """The ad account a task works on: its own setting, else the connection's default."""
+        chosen = explicit or self.connection.extra_dejson.get("advertiser_id")
+        if not chosen:
+            raise TikTokConfigurationError(
+                f"No ad account chosen: set advertiser_id or the 'advertiser_id' extra of {self.tiktok_conn_id!r}."
+            )
+        return str(chosen)
 
-    def _app_credentials(self) -> tuple[str, str]:
+    def _app_credentials(self) -> tuple[str, str] | None:
         extras = self.connection.extra_dejson
         app_id, secret = extras.get("app_id"), extras.get("secret")
-        if not app_id or not secret:
-            raise TikTokConfigurationError(
-                f"Connection {self.tiktok_conn_id!r} needs extras 'app_id' and 'secret' for this call."
-            )
-        return str(app_id), str(secret)
+        return (str(app_id), str(secret)) if app_id and secret else None
 
     def _access_token(self) -> str:
         token = self.connection.password
@@ -216,23 +299,17 @@ class TikTokHook(HttpHook):
             )
         return token
 
-    def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None):
-        """
-        One pooled session per hook, shared by the operator's threads.
-
-        Unlike ``HttpHook.get_conn`` this never copies connection extras into headers (they hold the
-        app secret), and never lets an extra turn TLS verification off.
-        """
+    def get_conn(self) -> requests.Session:
+        """One pooled session per hook, shared by the operator's threads; extras never become headers."""
         with self._session_lock:
             if self._session is None:
                 session = requests.Session()
-                adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.pool_maxsize, max_retries=0)
+                context = tls_context(self.connection.extra_dejson.get("ca_bundle"))
+                adapter = _TLSAdapter(context, pool_connections=4, pool_maxsize=self.pool_maxsize, max_retries=0)
                 session.mount("https://", adapter)
                 session.mount("http://", adapter)
-                session.verify = True
-                session.trust_env = False
+                session.trust_env = False  # no proxy or .netrc from the environment: the token goes only to host
                 session.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
-                self.base_url = self.api_base_url
                 self._session = session
             return self._session
 
@@ -287,17 +364,10 @@ class TikTokHook(HttpHook):
         self.stats.add(requests=1)
         try:
             response = session.request(
-                method,
-                self.api_base_url + endpoint,
-                params=params,
-                data=payload,
-                headers=headers,
-                timeout=self.timeout,
+                method, self.api_base_url + endpoint, params=params, data=payload, headers=headers, timeout=self.timeout
             )
-        except (requests.ConnectionError, requests.Timeout) as err:
-            raise TikTokTransientError(
-                NETWORK_ERROR_CODE, f"{type(err).__name__} talking to the API", endpoint=endpoint
-            ) from None
+        except _REQUESTS_FAILURES as err:  # incl. a connection cut mid-body (ChunkedEncodingError)
+            raise network_error(err, endpoint, self.api_base_url) from None
         try:
             parsed = response.json()
         except ValueError:
@@ -308,7 +378,7 @@ class TikTokHook(HttpHook):
             self.stats.add(rate_limited=1)
             raise
 
-    # --- API methods -------------------------------------------------------------------------
+    # --- API calls ---------------------------------------------------------------------------
 
     def get_user_info(self) -> dict[str, Any]:
         """Cheapest call that proves the token works."""
@@ -316,7 +386,12 @@ class TikTokHook(HttpHook):
 
     def list_advertisers(self) -> list[dict[str, Any]]:
         """Ad accounts the token is authorised for (needs the app id and secret)."""
-        app_id, secret = self._app_credentials()
+        credentials = self._app_credentials()
+        if credentials is None:
+            raise TikTokConfigurationError(
+                f"Connection {self.tiktok_conn_id!r} needs extras 'app_id' and 'secret' for this call."
+            )
+        app_id, secret = credentials
         data = self.call("GET", "oauth2/advertiser/get/", params={"app_id": app_id, "secret": secret})
         return list(data.get("list") or [])
 
@@ -333,20 +408,27 @@ class TikTokHook(HttpHook):
             mask_secret(data["access_token"])
         return data
 
+    def check_access(self, advertiser_id: str) -> None:
+        """The token works, and (when the app credentials allow listing) it may act for ``advertiser_id``."""
+        self.get_user_info()
+        if self._app_credentials() is None:
+            return
+        authorised = {str(a.get("advertiser_id")) for a in self.list_advertisers()}
+        if advertiser_id not in authorised:
+            raise TikTokPermissionError(
+                40001,
+                f"advertiser {advertiser_id} is not authorised for this token (authorised: "
+                f"{', '.join(sorted(authorised)) or 'none'})",
+                endpoint="oauth2/advertiser/get/",
+            )
+
     def iter_audiences(self, advertiser_id: str) -> Iterator[dict[str, Any]]:
         """Every custom audience of an advertiser, page by page."""
-        page = 1
-        while True:
-            data = self.call(
-                "GET",
-                "dmp/custom_audience/list/",
-                params={"advertiser_id": advertiser_id, "page": page, "page_size": AUDIENCE_PAGE_SIZE},
-            )
+        page: int | None = 1
+        while page is not None:
+            data = self.call("GET", "dmp/custom_audience/list/", params=_list_params(advertiser_id, page))
             yield from data.get("list") or []
-            total_pages = int((data.get("page_info") or {}).get("total_page") or 0)
-            if page >= total_pages:
-                return
-            page += 1
+            page = _next_page(data, page)
 
     def list_audiences(self, advertiser_id: str) -> list[dict[str, Any]]:
         return list(self.iter_audiences(advertiser_id))
@@ -356,65 +438,56 @@ class TikTokHook(HttpHook):
         details: list[dict[str, Any]] = []
         for start in range(0, len(audience_ids), AUDIENCE_GET_CHUNK):
             chunk = [str(a) for a in audience_ids[start : start + AUDIENCE_GET_CHUNK]]
-            data = self.call(
-                "GET",
-                "dmp/custom_audience/get/",
-                params={"advertiser_id": advertiser_id, "custom_audience_ids": json.dumps(chunk)},
-            )
-            details.extend(item.get("audience_details") or {} for item in data.get("list") or [])
+            data = self.call("GET", "dmp/custom_audience/get/", params=_get_params(advertiser_id, chunk))
+            details.extend(_details(data))
         return details
 
-    def find_audience_by_name(self, advertiser_id: str, name: str) -> dict[str, Any] | None:
-        """The oldest audience whose name matches exactly, or None."""
-        return oldest_named(self.iter_audiences(advertiser_id), name)
-
-    # --- async (triggerer) -------------------------------------------------------------------
-
-    async def afind_audience(
+    def find_audience(
         self, advertiser_id: str, *, audience_id: str | None = None, audience_name: str | None = None
     ) -> dict[str, Any] | None:
-        """One audience by id, or the oldest with this exact name; None when there is none. No retries:
-        the sensor treats a retryable error as "not yet" and polls again."""
-        connection = await self.aget_connection(self.tiktok_conn_id)
-        token = connection.password
-        if not token:
-            raise TikTokConfigurationError(f"Connection {self.tiktok_conn_id!r} has no access token.")
-        mask_secret(token)
-        base_url = normalise_base_url(connection.host)
-        timeout = aiohttp.ClientTimeout(sock_connect=self.timeout[0], sock_read=self.timeout[1])
-        async with aiohttp.ClientSession(
-            base_url=base_url, headers={"Access-Token": token}, timeout=timeout, trust_env=False
-        ) as session:
-            if audience_id:
-                params = {"advertiser_id": advertiser_id, "custom_audience_ids": json.dumps([str(audience_id)])}
-                try:
-                    data = await _aget(session, "dmp/custom_audience/get/", params)
-                except TikTokBadRequestError:
-                    return None  # TikTok answers 40002 for an id it does not know
-                found = [item.get("audience_details") or {} for item in data.get("list") or []]
-                return found[0] if found else None
-            audiences: list[dict[str, Any]] = []
-            page, total_pages = 1, 1
-            while page <= total_pages:
-                params = {"advertiser_id": advertiser_id, "page": page, "page_size": AUDIENCE_PAGE_SIZE}
-                data = await _aget(session, "dmp/custom_audience/list/", params)
-                audiences.extend(data.get("list") or [])
-                total_pages = int((data.get("page_info") or {}).get("total_page") or 0)
-                page += 1
-            return oldest_named(audiences, str(audience_name))
+        """One audience by id, or the oldest with this exact name; None when there is none."""
+        if not audience_id:
+            return oldest_named(self.iter_audiences(advertiser_id), str(audience_name))
+        try:
+            return next(iter(self.get_audiences(advertiser_id, [audience_id])), None)
+        except TikTokBadRequestError:
+            return None  # TikTok answers 40002 for an id it does not know
 
     def create_audience(self, advertiser_id: str, name: str) -> str:
-        if not name or len(name) > MAX_AUDIENCE_NAME_LENGTH:
-            raise TikTokConfigurationError(
-                f"Audience name must be 1-{MAX_AUDIENCE_NAME_LENGTH} characters (TikTok cuts longer ones, "
-                f"which would break finding it again by name); got {len(name or '')}."
-            )
+        check_audience_name(name)
         data = self.call(
             "POST",
             "segment/audience/",
             body={"advertiser_id": advertiser_id, "action": "create", "custom_audience_name": name},
         )
         return str(data["audience_id"])
+
+    def create_audience_once(
+        self, advertiser_id: str, name: str, *, lock: AbstractContextManager[Any] | None = None
+    ) -> str:
+        """Find ``name`` or create it, so that racing tasks end with one audience.
+
+        ``lock`` (e.g. the shared store's creation lock) makes the race rare; converging on the oldest
+        audience of that name, and deleting our own duplicate, keeps the end state right without it.
+        """
+        with lock or nullcontext():
+            existing = self.find_audience(advertiser_id, audience_name=name)
+            if existing is not None:
+                return str(existing["audience_id"])
+            if len(self.list_audiences(advertiser_id)) >= MAX_AUDIENCES_PER_ADVERTISER:
+                raise TikTokConfigurationError(
+                    f"Advertiser {advertiser_id} already has {MAX_AUDIENCES_PER_ADVERTISER} audiences (TikTok's cap); "
+                    "delete unused ones or sync into an existing audience."
+                )
+            created = self.create_audience(advertiser_id, name)
+            winner = self.find_audience(advertiser_id, audience_name=name)
+        winner_id = str(winner["audience_id"]) if winner else created
+        if winner_id != created:
+            self.log.info("Another task created audience %r first; using %s and deleting ours.", name, winner_id)
+            self.delete_audience(advertiser_id, created)
+        else:
+            self.log.info("Created audience %r (%s).", name, created)
+        return winner_id
 
     def delete_audience(self, advertiser_id: str, audience_id: str) -> None:
         self.call(
@@ -423,70 +496,102 @@ class TikTokHook(HttpHook):
             body={"advertiser_id": advertiser_id, "action": "delete", "delete_audience_id": [audience_id]},
         )
 
-    def add_users(
-        self,
-        advertiser_id: str,
-        audience_ids: Sequence[str],
-        id_schema: Sequence[str],
-        batch_data: Sequence[Sequence[dict[str, Any]]],
+    def map_batch(
+        self, action: Literal["add", "remove"], advertiser_id: str, audience_ids: Sequence[str], batch: UserBatch
     ) -> None:
-        """Add up to 10,000 hashed users; ``batch_data`` rows align with ``id_schema`` (``{}`` = missing)."""
-        self._map_users("add", advertiser_id, audience_ids, id_schema, batch_data)
-
-    def remove_users(
-        self,
-        advertiser_id: str,
-        audience_ids: Sequence[str],
-        id_schema: Sequence[str],
-        batch_data: Sequence[Sequence[dict[str, Any]]],
-    ) -> None:
-        self._map_users("delete", advertiser_id, audience_ids, id_schema, batch_data)
-
-    def map_batch(self, action: str, advertiser_id: str, audience_ids: Sequence[str], batch: UserBatch) -> None:
-        """Send a prepared batch (``action`` add or delete); its JSON is built by Arrow, not row by row."""
+        """Add or remove a prepared batch; its JSON is built by Arrow, not row by row. A 40002 for an
+        audience that no longer exists is reported as such (fatal), not as a bad payload."""
         if len(batch) > MAX_USERS_PER_MAPPING:
             raise TikTokBadRequestError(40061, f"batch {batch.number} has {len(batch)} users; the limit is 10000")
-        self._post_mapping(action, advertiser_id, batch.id_schema, orjson.Fragment(batch.batch_data_json(audience_ids)))
-
-    def _map_users(
-        self,
-        action: str,
-        advertiser_id: str,
-        audience_ids: Sequence[str],
-        id_schema: Sequence[str],
-        batch_data: Sequence[Sequence[dict[str, Any]]],
-    ) -> None:
-        check_mapping_payload(id_schema, batch_data)
-        if not audience_ids:
-            raise TikTokConfigurationError("A mapping call needs at least one audience id.")
-        self._post_mapping(action, advertiser_id, id_schema, batch_data)
-
-    def _post_mapping(self, action: str, advertiser_id: str, id_schema: Sequence[str], batch_data: Any) -> None:
         body = {
             "advertiser_ids": [advertiser_id],
-            "action": action,
-            "id_schema": list(id_schema),
-            "batch_data": batch_data,
+            "action": MAPPING_ACTIONS[action],
+            "id_schema": list(batch.id_schema),
+            "batch_data": orjson.Fragment(batch.batch_data_json(audience_ids)),
         }
-        self.call("POST", "segment/mapping/", body=body)
+        try:
+            self.call("POST", "segment/mapping/", body=body)
+        except TikTokBadRequestError as err:
+            gone = [
+                a for a in audience_ids if err.code == 40002 and not self.find_audience(advertiser_id, audience_id=a)
+            ]
+            if gone:
+                raise TikTokAudienceDeletedError(
+                    err.code, f"audience {', '.join(gone)} no longer exists", endpoint=err.endpoint
+                ) from None
+            raise
+
+    # --- async (triggerer) -------------------------------------------------------------------
+
+    async def afind_audience(
+        self, advertiser_id: str, *, audience_id: str | None = None, audience_name: str | None = None
+    ) -> dict[str, Any] | None:
+        """``find_audience`` for the triggerer. No retries: the sensor treats a retryable error as
+        "not yet" and polls again."""
+        connection = await self.aget_connection(self.tiktok_conn_id)
+        _mask_secrets(connection)
+        token = connection.password
+        if not token:
+            raise TikTokConfigurationError(f"Connection {self.tiktok_conn_id!r} has no access token.")
+        base_url = validate_base_url(connection.host)
+        context = tls_context(connection.extra_dejson.get("ca_bundle"))
+        timeout = aiohttp.ClientTimeout(sock_connect=self.timeout[0], sock_read=self.timeout[1])
+        async with aiohttp.ClientSession(
+            base_url=base_url,
+            headers={"Access-Token": token},
+            timeout=timeout,
+            trust_env=False,
+            connector=aiohttp.TCPConnector(ssl=context),
+        ) as session:
+
+            async def get(endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
+                try:
+                    async with session.get(endpoint, params=params) as response:
+                        status = response.status
+                        try:
+                            parsed = await response.json(content_type=None)
+                        except ValueError:
+                            parsed = None
+                except _AIOHTTP_FAILURES as err:
+                    raise network_error(err, endpoint, base_url) from None
+                return envelope_data(status, parsed, endpoint)
+
+            if audience_id:
+                try:
+                    data = await get("dmp/custom_audience/get/", _get_params(advertiser_id, [str(audience_id)]))
+                except TikTokBadRequestError:
+                    return None  # TikTok answers 40002 for an id it does not know
+                return next(iter(_details(data)), None)
+            audiences: list[dict[str, Any]] = []
+            page: int | None = 1
+            while page is not None:
+                data = await get("dmp/custom_audience/list/", _list_params(advertiser_id, page))
+                audiences.extend(data.get("list") or [])
+                page = _next_page(data, page)
+            return oldest_named(audiences, str(audience_name))
 
     # --- Airflow UI ------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
         try:
             self.get_user_info()
-            advertiser = self.default_advertiser_id
-            extras = self.connection.extra_dejson
-            if extras.get("app_id") and extras.get("secret"):
+            if self._app_credentials() is not None:
                 listed = ", ".join(
                     f"{a.get('advertiser_id')} ({a.get('advertiser_name', '')})" for a in self.list_advertisers()
                 )
                 return True, f"Token works; advertisers: {listed or 'none authorised'}"
+            advertiser = self.connection.extra_dejson.get("advertiser_id")
             return True, f"Token works; advertisers: {advertiser or 'not listed (set app_id and secret)'}"
-        except TikTokAPIError as err:
+        except (TikTokAPIError, TikTokConfigurationError) as err:
             return False, str(err)
-        except TikTokConfigurationError as err:
-            return False, str(err)
+
+
+def check_audience_name(name: str) -> None:
+    if not name or len(name) > MAX_AUDIENCE_NAME_LENGTH:
+        raise TikTokConfigurationError(
+            f"Audience name must be 1-{MAX_AUDIENCE_NAME_LENGTH} characters (TikTok cuts longer ones, "
+            f"which would break finding it again by name); got {len(name or '')}."
+        )
 
 
 def oldest_named(audiences: Iterable[dict[str, Any]], name: str) -> dict[str, Any] | None:
@@ -495,21 +600,6 @@ def oldest_named(audiences: Iterable[dict[str, Any]], name: str) -> dict[str, An
     if not matches:
         return None
     return min(matches, key=lambda a: (a.get("create_time") or "", str(a.get("audience_id"))))
-
-
-async def _aget(session: aiohttp.ClientSession, endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
-    try:
-        async with session.get(endpoint, params=params) as response:
-            status = response.status
-            try:
-                parsed = await response.json(content_type=None)
-            except ValueError:
-                parsed = None
-    except (aiohttp.ClientError, TimeoutError) as err:
-        raise TikTokTransientError(
-            NETWORK_ERROR_CODE, f"{type(err).__name__} talking to the API", endpoint=endpoint
-        ) from None
-    return envelope_data(status, parsed, endpoint)
 
 
 def envelope_data(status: int, parsed: object, endpoint: str) -> dict[str, Any]:
@@ -524,19 +614,24 @@ def envelope_data(status: int, parsed: object, endpoint: str) -> dict[str, Any]:
     return data
 
 
-def check_mapping_payload(id_schema: Sequence[str], batch_data: Sequence[Sequence[Any]]) -> None:
-    """Client-side guard: TikTok rejects these anyway, but only after a wasted (rate-limited) request."""
-    unknown = [s for s in id_schema if s not in ID_SCHEMA_DIGEST_LENGTH]
-    if unknown or not id_schema:
-        raise TikTokBadRequestError(40002, f"unknown or empty id_schema {unknown or list(id_schema)}")
-    if len(set(id_schema)) != len(id_schema):
-        raise TikTokBadRequestError(40002, f"id_schema has duplicates: {list(id_schema)}")
-    if len(batch_data) > MAX_USERS_PER_MAPPING:
-        raise TikTokBadRequestError(
-            40061, f"{len(batch_data)} users in one request; the limit is {MAX_USERS_PER_MAPPING}"
-        )
-    for position, row in enumerate(batch_data):
-        if len(row) != len(id_schema):
-            raise TikTokBadRequestError(
-                40002, f"batch_data row {position} has {len(row)} ids for {len(id_schema)} id_schema entries"
-            )
+def _mask_secrets(conn: Connection) -> None:
+    for value in (conn.password, conn.extra_dejson.get("secret")):
+        if value:
+            mask_secret(value)
+
+
+def _list_params(advertiser_id: str, page: int) -> dict[str, Any]:
+    return {"advertiser_id": advertiser_id, "page": page, "page_size": AUDIENCE_PAGE_SIZE}
+
+
+def _next_page(data: dict[str, Any], page: int) -> int | None:
+    total_pages = int((data.get("page_info") or {}).get("total_page") or 0)
+    return page + 1 if page < total_pages else None
+
+
+def _get_params(advertiser_id: str, audience_ids: list[str]) -> dict[str, Any]:
+    return {"advertiser_id": advertiser_id, "custom_audience_ids": json.dumps(audience_ids)}
+
+
+def _details(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [item.get("audience_details") or {} for item in data.get("list") or []]

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, conf
 from airflow.sdk.bases.sensor import PokeReturnValue
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_tiktok.audience.readiness import AudienceConditions, audience_summary, evaluate
-from airflow_provider_tiktok.exceptions import TikTokAPIError, TikTokConfigurationError
+from airflow_provider_tiktok.audience.readiness import AudienceConditions, audience_label
+from airflow_provider_tiktok.exceptions import TikTokConfigurationError
 from airflow_provider_tiktok.hooks.tiktok import TikTokHook
-from airflow_provider_tiktok.triggers.tiktok import TikTokAudienceTrigger
+from airflow_provider_tiktok.triggers.tiktok import TikTokAudienceTrigger, check_audience
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -33,7 +34,9 @@ class TikTokAudienceSensor(BaseSensorOperator):
     :param fail_if_missing: fail at once when the named audience does not exist instead of waiting for it
         (always the case for an ``audience_id``: an unknown id was deleted and cannot reappear).
     :param fail_if_expiring: fail when TikTok reports the audience as expiring.
-    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``); the audience is
+        checked once first, so a ready audience never costs a trigger round-trip. Failures are the same
+        in every mode: a missing (when told to fail), expiring or inaccessible audience fails without retry.
 
     Pushes ``{audience_id, name, size, is_valid, is_expiring, expired_time}`` to XCom on success.
     """
@@ -67,35 +70,32 @@ class TikTokAudienceSensor(BaseSensorOperator):
 
     @property
     def label(self) -> str:
-        return str(self.audience_id) if self.audience_id else repr(self.audience_name)
+        return audience_label(self.audience_id, self.audience_name)
 
     def _hook_and_advertiser(self) -> tuple[TikTokHook, str]:
         if not self.audience_id and not self.audience_name:
             raise AirflowFailException("Name the audience: set audience_id or audience_name.")
         hook = TikTokHook(self.tiktok_conn_id)
-        advertiser_id = self.advertiser_id or hook.default_advertiser_id
-        if not advertiser_id:
-            raise AirflowFailException(
-                f"No ad account chosen: set advertiser_id or the 'advertiser_id' extra of {self.tiktok_conn_id!r}."
-            )
-        return hook, str(advertiser_id)
+        try:
+            return hook, hook.advertiser_id(self.advertiser_id)
+        except TikTokConfigurationError as err:
+            raise AirflowFailException(str(err)) from None
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
+        checked = self.poke(context)  # no trigger round-trip when the audience is ready already
+        if isinstance(checked, PokeReturnValue) and checked.is_done:
+            return checked.xcom_value
         _, advertiser_id = self._hook_and_advertiser()
-        c = self.conditions
         self.defer(
             trigger=TikTokAudienceTrigger(
                 self.tiktok_conn_id,
                 advertiser_id,
                 self.audience_id,
                 self.audience_name,
-                c.require_valid,
-                c.min_size,
-                c.fail_if_missing,
-                c.fail_if_expiring,
-                self.poke_interval,
+                conditions=asdict(self.conditions),
+                poke_interval=self.poke_interval,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
@@ -103,26 +103,18 @@ class TikTokAudienceSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         hook, advertiser_id = self._hook_and_advertiser()
-        try:
-            audience = asyncio.run(
-                hook.afind_audience(advertiser_id, audience_id=self.audience_id, audience_name=self.audience_name)
-            )
-        except TikTokAPIError as err:
-            if err.retryable:
-                self.log.info("Audience %s not checked this time: %s", self.label, err)
-                return False
-            raise AirflowFailException(str(err)) from None
-        except TikTokConfigurationError as err:
-            raise AirflowFailException(str(err)) from None
-        readiness = evaluate(audience, self.conditions, self.label)
+        readiness = asyncio.run(
+            check_audience(hook, advertiser_id, self.audience_id, self.audience_name, self.conditions)
+        )
         if readiness.failure:
             raise AirflowFailException(readiness.failure)
-        if not readiness.met or audience is None:
+        if not readiness.met:
             self.log.info("Waiting for %s", readiness.waiting_for)
             return False
-        return PokeReturnValue(is_done=True, xcom_value=audience_summary(audience))
+        return PokeReturnValue(is_done=True, xcom_value=readiness.summary)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """The trigger ends only when waiting cannot help any more, so an error fails as a poke would."""
         if event.get("status") != "success":
-            raise AirflowException(f"TikTok audience {self.label}: {event.get('message')}")
+            raise AirflowFailException(f"TikTok audience {self.label}: {event.get('message')}")
         return event["audience"]

@@ -1,9 +1,10 @@
 """Send staged batches concurrently and decide each batch's fate (no Airflow imports).
 
-Threads overlap TikTok's latency; the shared limiter inside the hook keeps their total rate legal.
-A batch ends acknowledged, still pending (a retryable error outlasted this attempt's retries), or
-errored (TikTok refused the payload). A fatal error (token, permission, audience gone) stops the
-whole upload at once.
+Threads overlap TikTok's latency; the rate budget inside the hook keeps their total rate legal.
+A batch ends acknowledged, still pending (a retryable error outlasted this attempt's retries, or the
+request failed in a way nobody foresaw), or errored (TikTok refused the payload). A fatal error
+(token, permission, audience gone) stops the whole upload at once. One request's failure never
+discards the outcomes of the others in flight.
 """
 
 from __future__ import annotations
@@ -14,44 +15,26 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from enum import Enum
 
 from airflow_provider_tiktok.audience.batching import UserBatch
+from airflow_provider_tiktok.audience.identifiers import scrub_identifiers
 from airflow_provider_tiktok.exceptions import TikTokAPIError
-
-
-class BatchStatus(str, Enum):
-    STAGED = "staged"
-    ACKNOWLEDGED = "acknowledged"
-    ERRORED = "errored"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self is not BatchStatus.STAGED
-
-
-@dataclass(frozen=True)
-class BatchOutcome:
-    number: int
-    users: int
-    status: BatchStatus
-    error_code: int | None = None
-    error: str | None = None
+from airflow_provider_tiktok.sync.ledger import BatchOutcome, Status
 
 
 @dataclass
 class UploadResult:
     outcomes: list[BatchOutcome] = field(default_factory=list)
     fatal: TikTokAPIError | None = None
-    last_retryable: TikTokAPIError | None = None
+    last_retryable: str | None = None
     stopped_early: bool = False
 
 
 @dataclass
 class Progress:
-    """Logs percent done, users/s and ETA at most every ``interval`` seconds."""
+    """Logs users done, users/s and (when the total is known) percent and ETA at most every ``interval`` seconds."""
 
-    total_users: int
+    total_users: int | None
     log: Callable[[str], None]
     interval: float = 10.0
     done_users: int = 0
@@ -61,10 +44,13 @@ class Progress:
     def add(self, users: int) -> None:
         self.done_users += users
         now = time.monotonic()
-        if now - self._last < self.interval and self.done_users < self.total_users:
+        if now - self._last < self.interval and self.done_users != self.total_users:
             return
         self._last = now
         rate = self.done_users / max(now - self._started, 1e-9)
+        if self.total_users is None:
+            self.log(f"uploaded {self.done_users:,} users so far, {rate:,.0f} users/s (still staging)")
+            return
         left = max(self.total_users - self.done_users, 0)
         eta = f"{left / rate:.0f}s" if rate > 0 else "unknown"
         percent = 100.0 * self.done_users / self.total_users if self.total_users else 100.0
@@ -95,19 +81,22 @@ def upload_batches(
             if err.fatal:
                 stop.set()
                 result.fatal = result.fatal or err
-                return BatchOutcome(batch.number, len(batch), BatchStatus.STAGED, err.code, str(err))
+                return BatchOutcome(batch.number, len(batch), Status.PENDING, err.code, str(err))
             if err.retryable:
-                result.last_retryable = err
-                return BatchOutcome(batch.number, len(batch), BatchStatus.STAGED, err.code, str(err))
-            return BatchOutcome(batch.number, len(batch), BatchStatus.ERRORED, err.code, str(err))
-        return BatchOutcome(batch.number, len(batch), BatchStatus.ACKNOWLEDGED)
+                result.last_retryable = str(err)
+                return BatchOutcome(batch.number, len(batch), Status.PENDING, err.code, str(err))
+            return BatchOutcome(batch.number, len(batch), Status.ERRORED, err.code, str(err))
+        except Exception as err:  # unforeseen: the batch waits for the next attempt, the others go on
+            result.last_retryable = f"{type(err).__name__}: {scrub_identifiers(str(err))[:300]}"
+            return BatchOutcome(batch.number, len(batch), Status.PENDING, None, result.last_retryable)
+        return BatchOutcome(batch.number, len(batch), Status.ACKNOWLEDGED)
 
     def collect(done: Iterable[Future]) -> None:
         for future in done:
             outcome = future.result()
             result.outcomes.append(outcome)
             on_outcome(outcome)
-            if progress is not None and outcome.status is BatchStatus.ACKNOWLEDGED:
+            if progress is not None and outcome.status is Status.ACKNOWLEDGED:
                 progress.add(outcome.users)
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tiktok-upload") as pool:

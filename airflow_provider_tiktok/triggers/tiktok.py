@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_tiktok.audience.readiness import AudienceConditions, audience_summary, evaluate
-from airflow_provider_tiktok.exceptions import TikTokAPIError
+from airflow_provider_tiktok.audience.readiness import AudienceConditions, Readiness, audience_label, evaluate
+from airflow_provider_tiktok.exceptions import TikTokAPIError, TikTokConfigurationError
+
+if TYPE_CHECKING:
+    from airflow_provider_tiktok.hooks.tiktok import TikTokHook
 
 
 class TikTokAudienceTrigger(BaseTrigger):
@@ -17,8 +21,7 @@ class TikTokAudienceTrigger(BaseTrigger):
     Poll an audience with async HTTP until it is ready; yields exactly one event.
 
     The event is ``{"status": "success", "audience": {...}}`` or ``{"status": "error", "message": ...}``.
-    Rate-limited and transient answers count as "not yet"; token, permission and unknown-audience
-    errors end the wait at once.
+    See ``check_audience`` for what ends the wait.
     """
 
     def __init__(
@@ -27,22 +30,16 @@ class TikTokAudienceTrigger(BaseTrigger):
         advertiser_id: str,
         audience_id: str | None = None,
         audience_name: str | None = None,
-        require_valid: bool = True,
-        min_size: int | None = None,
-        fail_if_missing: bool = False,
-        fail_if_expiring: bool = False,
-        poll_interval: float = 60.0,
+        conditions: dict[str, Any] | None = None,
+        poke_interval: float = 60.0,
     ) -> None:
         super().__init__()
         self.tiktok_conn_id = tiktok_conn_id
         self.advertiser_id = advertiser_id
         self.audience_id = audience_id
         self.audience_name = audience_name
-        self.require_valid = require_valid
-        self.min_size = min_size
-        self.fail_if_missing = fail_if_missing
-        self.fail_if_expiring = fail_if_expiring
-        self.poll_interval = poll_interval
+        self.conditions = AudienceConditions(**(conditions or {}))
+        self.poke_interval = poke_interval
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -52,21 +49,14 @@ class TikTokAudienceTrigger(BaseTrigger):
                 "advertiser_id": self.advertiser_id,
                 "audience_id": self.audience_id,
                 "audience_name": self.audience_name,
-                "require_valid": self.require_valid,
-                "min_size": self.min_size,
-                "fail_if_missing": self.fail_if_missing,
-                "fail_if_expiring": self.fail_if_expiring,
-                "poll_interval": self.poll_interval,
+                "conditions": asdict(self.conditions),
+                "poke_interval": self.poke_interval,
             },
         )
 
     @property
-    def conditions(self) -> AudienceConditions:
-        return AudienceConditions(self.require_valid, self.min_size, self.fail_if_missing, self.fail_if_expiring)
-
-    @property
     def label(self) -> str:
-        return str(self.audience_id) if self.audience_id else repr(self.audience_name)
+        return audience_label(self.audience_id, self.audience_name)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_tiktok.hooks.tiktok import TikTokHook
@@ -74,23 +64,37 @@ class TikTokAudienceTrigger(BaseTrigger):
         hook = TikTokHook(self.tiktok_conn_id)
         try:
             while True:
-                try:
-                    audience = await hook.afind_audience(
-                        self.advertiser_id, audience_id=self.audience_id, audience_name=self.audience_name
-                    )
-                except TikTokAPIError as err:
-                    if not err.retryable:
-                        raise
-                    self.log.info("Audience %s: %s; polling again in %ss", self.label, err, self.poll_interval)
-                else:
-                    readiness = evaluate(audience, self.conditions, self.label)
-                    if readiness.failure:
-                        yield TriggerEvent({"status": "error", "message": readiness.failure})
-                        return
-                    if readiness.met and audience is not None:
-                        yield TriggerEvent({"status": "success", "audience": audience_summary(audience)})
-                        return
-                    self.log.info("Waiting for %s", readiness.waiting_for)
-                await asyncio.sleep(self.poll_interval)
+                readiness = await check_audience(
+                    hook, self.advertiser_id, self.audience_id, self.audience_name, self.conditions
+                )
+                if readiness.failure:
+                    yield TriggerEvent({"status": "error", "message": readiness.failure})
+                    return
+                if readiness.met:
+                    yield TriggerEvent({"status": "success", "audience": readiness.summary})
+                    return
+                self.log.info("Waiting for %s; checking again in %ss", readiness.waiting_for, self.poke_interval)
+                await asyncio.sleep(self.poke_interval)
         except Exception as err:  # one event on every path, as the triggerer expects
             yield TriggerEvent({"status": "error", "message": str(err)})
+
+
+async def check_audience(
+    hook: TikTokHook,
+    advertiser_id: str,
+    audience_id: str | None,
+    audience_name: str | None,
+    conditions: AudienceConditions,
+) -> Readiness:
+    """One look at the audience, shared by the sensor's pokes and the trigger: a rate-limited or transient
+    answer means "not yet"; token, permission and configuration errors end the wait."""
+    label = audience_label(audience_id, audience_name)
+    try:
+        audience = await hook.afind_audience(advertiser_id, audience_id=audience_id, audience_name=audience_name)
+    except TikTokAPIError as err:
+        if err.retryable:
+            return Readiness(False, waiting_for=f"TikTok to answer about audience {label} ({err})")
+        return Readiness(False, failure=str(err))
+    except TikTokConfigurationError as err:
+        return Readiness(False, failure=str(err))
+    return evaluate(audience, conditions, label)

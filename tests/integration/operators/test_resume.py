@@ -42,7 +42,7 @@ def test_killed_mid_run_then_retried_resumes_the_original_users_exactly_once(sta
 
     with sqlite3.connect(warehouse) as db:
         [(run_id, phase)] = db.execute("SELECT run_id, status FROM tiktok_audience_sync_ledger").fetchall()
-    assert phase == "staged"
+    assert phase == "pending"  # every user staged (0.1 called this phase "staged")
     done = tasks_test("sync_kill", "sync", run_id, env)
     assert done.returncode == 0, done.stdout[-4000:]
     assert "Resuming" in done.stdout

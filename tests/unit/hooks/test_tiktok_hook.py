@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
+import requests
 from airflow.sdk._shared.secrets_masker import redact
 
+from airflow_provider_tiktok.audience.batching import UserBatch
 from airflow_provider_tiktok.exceptions import (
     TikTokBadRequestError,
     TikTokConfigurationError,
@@ -17,7 +21,7 @@ from airflow_provider_tiktok.exceptions import (
     TikTokTransientError,
     error_for_code,
 )
-from airflow_provider_tiktok.hooks.tiktok import PRODUCTION_BASE_URL, TikTokHook, normalise_base_url
+from airflow_provider_tiktok.hooks.tiktok import PRODUCTION_BASE_URL, TikTokHook, validate_base_url
 
 BASE = "https://api.example.test/open_api/v1.3/"
 TOKEN = "tok-ABCDEF-123456"
@@ -43,7 +47,7 @@ def conn_env(monkeypatch):
 
 @pytest.fixture
 def hook(conn_env):
-    return TikTokHook("tiktok_test", retry_min_wait=0.001, retry_max_wait=0.002, retry_limit=4)
+    return TikTokHook("tiktok_test", request_retry_min_wait=0.001, request_retry_max_wait=0.002, request_retry_limit=4)
 
 
 def test_requests_carry_the_access_token_header_and_no_extras(hook, requests_mock):
@@ -123,8 +127,8 @@ def test_audience_listing_walks_every_page(hook, requests_mock):
     requests_mock.get(BASE + "dmp/custom_audience/list/", json=lambda request, _: pages[int(request.qs["page"][0])])
     assert [a["audience_id"] for a in hook.list_audiences("7001")] == ["1", "2", "3"]
     assert requests_mock.last_request.qs["page_size"] == ["100"]
-    assert hook.find_audience_by_name("7001", "b")["audience_id"] == "2"
-    assert hook.find_audience_by_name("7001", "zzz") is None
+    assert hook.find_audience("7001", audience_name="b")["audience_id"] == "2"
+    assert hook.find_audience("7001", audience_name="zzz") is None
 
 
 def test_audience_details_are_fetched_100_ids_at_a_time(hook, requests_mock):
@@ -139,24 +143,21 @@ def test_audience_details_are_fetched_100_ids_at_a_time(hook, requests_mock):
 
 def test_mapping_guard_refuses_more_than_10000_users_before_sending(hook, requests_mock):
     requests_mock.post(BASE + "segment/mapping/", json=envelope())
+    too_many = UserBatch(1, ("EMAIL_SHA256",), (pa.array(["a" * 64] * 10_001),))
     with pytest.raises(TikTokBadRequestError, match="10000"):
-        hook.add_users("7001", ["9"], ["EMAIL_SHA256"], [[{}]] * 10_001)
-    with pytest.raises(TikTokBadRequestError, match="row 1 has 2 ids"):
-        hook.add_users("7001", ["9"], ["EMAIL_SHA256"], [[{}], [{}, {}]])
-    with pytest.raises(TikTokBadRequestError, match="duplicates"):
-        hook.add_users("7001", ["9"], ["EMAIL_SHA256", "EMAIL_SHA256"], [[{}, {}]])
+        hook.map_batch("add", "7001", ["9"], too_many)
     assert requests_mock.call_count == 0
 
 
-def test_mapping_request_has_the_documented_shape(hook, requests_mock):
+def test_remove_sends_the_apis_delete_action_in_the_documented_shape(hook, requests_mock):
     requests_mock.post(BASE + "segment/mapping/", json=envelope())
-    row = [{"id": "a" * 64, "audience_ids": ["9"]}, {}]
-    hook.remove_users("7001", ["9"], ["EMAIL_SHA256", "PHONE_SHA256"], [row])
+    batch = UserBatch(1, ("EMAIL_SHA256", "PHONE_SHA256"), (pa.array(["a" * 64]), pa.array([None], pa.string())))
+    hook.map_batch("remove", "7001", ["9"], batch)
     assert requests_mock.last_request.json() == {
         "advertiser_ids": ["7001"],
         "action": "delete",
         "id_schema": ["EMAIL_SHA256", "PHONE_SHA256"],
-        "batch_data": [row],
+        "batch_data": [[{"id": "a" * 64, "audience_ids": ["9"]}, {}]],
     }
 
 
@@ -198,11 +199,80 @@ def test_secret_and_token_never_reach_errors_or_task_logs(hook, requests_mock, c
 
 
 def test_plain_http_is_refused_except_on_loopback():
-    assert normalise_base_url(None) == PRODUCTION_BASE_URL
-    assert normalise_base_url("http://127.0.0.1:8765/open_api/v1.3") == "http://127.0.0.1:8765/open_api/v1.3/"
-    assert normalise_base_url("http://localhost:1/x/").startswith("http://localhost")
+    assert validate_base_url(None) == PRODUCTION_BASE_URL
+    assert validate_base_url("http://127.0.0.1:8765/open_api/v1.3") == "http://127.0.0.1:8765/open_api/v1.3/"
+    assert validate_base_url("http://localhost:1/x/").startswith("http://localhost")
+    assert validate_base_url("http://[::1]:8765/open_api/v1.3/") == "http://[::1]:8765/open_api/v1.3/"
+    assert validate_base_url("business-api.tiktok.com/open_api/v1.3") == PRODUCTION_BASE_URL
     with pytest.raises(TikTokConfigurationError, match="plain http"):
-        normalise_base_url("http://api.example.com/open_api/v1.3/")
+        validate_base_url("http://api.example.com/open_api/v1.3/")
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "http://evil.example\\@127.0.0.1/open_api/v1.3/",  # urlparse sees 127.0.0.1, requests evil.example
+        "http://evil.example\\127.0.0.1/",
+        "http://user@127.0.0.1/open_api/v1.3/",
+        "http://127.0.0.1@evil.example/",
+        "http://user:pw@localhost:8765/",
+        "http://127.0.0.1%2F@evil.example/",
+        "http://%6c%6fcalhost/",
+        "http://2130706433/",  # decimal 127.0.0.1
+        "http://0177.0.0.1/",  # octal
+        "http://0x7f.0.0.1/",
+        "http://127.1/",
+        "http://localhost.evil.com/",
+        "http://localhost./",
+        "http://127.0.0.1./",
+        "http://[::ffff:7f00:1]x/",
+        "http://[fe80::1]/",
+        "http://127.0.0.1 .evil.com/",
+        "http://127.0.0.1/open_api/v1.3/?next=http://evil.example/",
+        "http://127.0.0.1/#@evil.example",
+        "ftp://127.0.0.1/",
+        "https://exa mple.com/",
+        "http://127.0.0.1:0/",
+        "http://127.0.0.1:99999/",
+    ],
+)
+def test_hostile_base_urls_are_refused(hostile):
+    with pytest.raises(TikTokConfigurationError, match="refused"):
+        validate_base_url(hostile)
+
+
+def test_a_connection_cut_mid_body_is_retried_inside_the_request(hook, requests_mock):
+    requests_mock.get(
+        BASE + "user/info/",
+        [
+            {"exc": requests.exceptions.ChunkedEncodingError("cut")},
+            {"exc": requests.exceptions.ContentDecodingError},
+            {"json": envelope({"ok": 1})},
+        ],
+    )
+    assert hook.get_user_info() == {"ok": 1}
+    assert hook.stats.retries == 2
+
+
+def test_an_untrusted_certificate_fails_at_once_naming_host_and_remedy(hook, requests_mock):
+    requests_mock.get(BASE + "user/info/", exc=requests.exceptions.SSLError("certificate verify failed"))
+    with pytest.raises(Exception, match=r"api\.example\.test.*ca_bundle") as caught:
+        hook.get_user_info()
+    assert caught.value.fatal and requests_mock.call_count == 1
+
+
+def test_ca_bundle_adds_trust_and_never_turns_verification_off(conn_env, tmp_path):
+    import certifi
+
+    bundle = tmp_path / "corp.pem"
+    first_ca = Path(certifi.where()).read_text().split("-----END CERTIFICATE-----")[0]
+    bundle.write_text(first_ca + "-----END CERTIFICATE-----\n")
+    conn_env(ca_bundle=str(bundle))
+    session = TikTokHook("tiktok_test").get_conn()
+    assert session.verify is True
+    conn_env(ca_bundle=str(tmp_path / "missing.pem"))
+    with pytest.raises(TikTokConfigurationError, match="ca_bundle"):
+        TikTokHook("tiktok_test").get_conn()
 
 
 def test_missing_token_fails_clearly(monkeypatch):
@@ -225,7 +295,7 @@ def test_test_connection_reports_advertisers_or_the_reason(hook, requests_mock):
 
 def test_unreachable_host_fails_test_connection(conn_env):
     conn_env(host="http://127.0.0.1:9/open_api/v1.3/")
-    hook = TikTokHook("tiktok_test", retry_limit=1, timeout=(0.5, 0.5))
+    hook = TikTokHook("tiktok_test", request_retry_limit=1, timeout=(0.5, 0.5))
     ok, message = hook.test_connection()
     assert not ok and "ConnectionError" in message
 

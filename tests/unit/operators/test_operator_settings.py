@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_tiktok.audience import PrepareOptions
 from airflow_provider_tiktok.audience.identifiers import scrub_identifiers
-from airflow_provider_tiktok.exceptions import TikTokConfigurationError
+from airflow_provider_tiktok.exceptions import TikTokConfigurationError, TikTokSourceError
 from airflow_provider_tiktok.links.tiktok import audience_url
 from airflow_provider_tiktok.operators.tiktok import SyncAudienceOperator
+from airflow_provider_tiktok.sync.staging import Source
 
 
 def operator(**overrides) -> SyncAudienceOperator:
@@ -29,7 +29,7 @@ def operator(**overrides) -> SyncAudienceOperator:
     [
         ({"action": "append"}, "action must be 'add' or 'remove'"),
         ({"audience_name": None}, "Name the audience"),
-        ({"audience_name": "x" * 71}, "TikTok keeps 70"),
+        ({"audience_name": "x" * 71}, "must be 1-70 characters"),
         ({"source": pd.DataFrame()}, "exactly one source"),
         ({"warehouse_conn_id": None}, "warehouse_conn_id is required"),
         ({"max_qps": 60}, "max_qps must be in"),
@@ -49,11 +49,10 @@ def test_dataframe_source_is_read_in_order_and_checked_for_columns():
         pd.DataFrame({"user_id": [2], "email": ["c@d.com"]}),
     ]
     options = PrepareOptions({"email": "email"}, "user_id")
-    task = operator(sql=None, source=iter(frames))
-    assert [f["user_id"].tolist() for f in task._source_frames(None, options)] == [[1], [2]]
-    missing = operator(sql=None, source=pd.DataFrame({"user_id": [1], "mail": ["a@b.com"]}))
+    assert [f["user_id"].tolist() for f in Source(frames=iter(frames)).chunks(None, options)] == [[1], [2]]
+    missing = Source(frames=pd.DataFrame({"user_id": [1], "mail": ["a@b.com"]}))
     with pytest.raises(TikTokConfigurationError, match=r"no column\(s\) \['email'\]"):
-        list(missing._source_frames(None, options))
+        list(missing.chunks(None, options))
 
 
 def test_ads_manager_link_names_the_advertiser_and_audience():
@@ -67,11 +66,10 @@ def test_a_source_failing_mid_stream_fails_retryably_in_one_line_without_identif
         yield pd.DataFrame({"user_id": [1], "email": ["a@b.com"]})
         raise RuntimeError('invalid input syntax for type bigint: "jane.doe@example.com"\nLINE 1: SELECT ...')
 
-    frames = operator(sql=None, source=chunks())._source_frames(None, PrepareOptions({"email": "email"}, "user_id"))
+    frames = Source(frames=chunks()).chunks(None, PrepareOptions({"email": "email"}, "user_id"))
     assert next(frames)["user_id"].tolist() == [1]
-    with pytest.raises(AirflowException) as caught:
+    with pytest.raises(TikTokSourceError) as caught:
         next(frames)
-    assert not isinstance(caught.value, AirflowFailException)  # a retry stages afresh
     assert str(caught.value) == (
         "Reading the source failed after its first chunk: "
         'RuntimeError: invalid input syntax for type bigint: "[redacted]"'

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from airflow.sdk.bases.sensor import PokeReturnValue
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_tiktok.audience.readiness import AudienceConditions, evaluate
 from airflow_provider_tiktok.exceptions import (
@@ -124,8 +124,10 @@ def test_missing_audience_fails_when_asked(monkeypatch):
         sensor(fail_if_missing=True).poke({})
 
 
-def trigger(**kwargs) -> TikTokAudienceTrigger:
-    return TikTokAudienceTrigger("tiktok_default", "7001", audience_name="VIP", poll_interval=0.01, **kwargs)
+def trigger(**conditions) -> TikTokAudienceTrigger:
+    return TikTokAudienceTrigger(
+        "tiktok_default", "7001", audience_name="VIP", conditions=conditions, poke_interval=0.01
+    )
 
 
 def test_trigger_serialises_to_a_round_trip():
@@ -169,5 +171,33 @@ def test_execute_complete_returns_details_or_fails_clearly():
     assert sensor().execute_complete({}, {"status": "success", "audience": {"audience_id": "1"}}) == {
         "audience_id": "1"
     }
-    with pytest.raises(AirflowException, match="TikTok audience 'VIP': gone"):
+    # A trigger ends with an error only when waiting cannot help: it fails without retry, as a poke does.
+    with pytest.raises(AirflowFailException, match="TikTok audience 'VIP': gone"):
         sensor().execute_complete({}, {"status": "error", "message": "gone"})
+
+
+def test_deferrable_sensor_checks_once_before_deferring(monkeypatch):
+    calls = answer(monkeypatch, READY)
+    deferred = []
+    monkeypatch.setattr(TikTokAudienceSensor, "defer", lambda self, **kwargs: deferred.append(kwargs))
+    assert sensor(deferrable=True).execute({})["size"] == 1500
+    assert len(calls) == 1 and deferred == []
+
+
+def test_deferrable_sensor_defers_with_its_conditions_when_not_ready(monkeypatch):
+    answer(monkeypatch, None)
+    deferred = []
+    monkeypatch.setattr(TikTokAudienceSensor, "defer", lambda self, **kwargs: deferred.append(kwargs))
+    sensor(deferrable=True, min_size=5000, poke_interval=7).execute({})
+    trigger_ = deferred[0]["trigger"]
+    assert trigger_.conditions == AudienceConditions(require_valid=True, min_size=5000)
+    assert trigger_.poke_interval == 7
+
+
+def test_missing_audience_fails_alike_in_poke_and_deferred_modes(monkeypatch):
+    answer(monkeypatch, None)
+    with pytest.raises(AirflowFailException, match="does not exist"):
+        sensor(fail_if_missing=True).poke({})
+    payload = asyncio.run(first_event(trigger(fail_if_missing=True)))
+    with pytest.raises(AirflowFailException, match="does not exist"):
+        sensor(fail_if_missing=True).execute_complete({}, payload)

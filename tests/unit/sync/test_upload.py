@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pyarrow as pa
+import requests
 
 from airflow_provider_tiktok.audience.batching import UserBatch
 from airflow_provider_tiktok.exceptions import (
@@ -12,7 +13,8 @@ from airflow_provider_tiktok.exceptions import (
     TikTokRateLimitError,
     TikTokTokenError,
 )
-from airflow_provider_tiktok.sync.upload import BatchStatus, Progress, upload_batches
+from airflow_provider_tiktok.sync.ledger import Status
+from airflow_provider_tiktok.sync.upload import Progress, upload_batches
 
 
 def batches(count: int, users: int = 3) -> list[UserBatch]:
@@ -29,7 +31,7 @@ def test_every_batch_is_acknowledged_once():
     sent = []
     result, outcomes = run(lambda b: sent.append(b.number))
     assert sorted(sent) == list(range(1, 11))
-    assert {o.status for o in outcomes.values()} == {BatchStatus.ACKNOWLEDGED}
+    assert {o.status for o in outcomes.values()} == {Status.ACKNOWLEDGED}
     assert result.fatal is None and len(result.outcomes) == 10
 
 
@@ -39,9 +41,9 @@ def test_retryable_failure_leaves_the_batch_staged_with_its_code():
             raise TikTokRateLimitError(40100, "slow down")
 
     result, outcomes = run(send)
-    assert outcomes[4].status is BatchStatus.STAGED and outcomes[4].error_code == 40100
-    assert result.last_retryable.code == 40100
-    assert sum(o.status is BatchStatus.ACKNOWLEDGED for o in outcomes.values()) == 9
+    assert outcomes[4].status is Status.PENDING and outcomes[4].error_code == 40100
+    assert "40100" in result.last_retryable
+    assert sum(o.status is Status.ACKNOWLEDGED for o in outcomes.values()) == 9
 
 
 def test_refused_payload_is_errored_and_the_rest_continue():
@@ -50,8 +52,8 @@ def test_refused_payload_is_errored_and_the_rest_continue():
             raise TikTokBadRequestError(40062, "PII not hashed")
 
     _, outcomes = run(send)
-    assert outcomes[2].status is BatchStatus.ERRORED and outcomes[2].error_code == 40062
-    assert sum(o.status is BatchStatus.ACKNOWLEDGED for o in outcomes.values()) == 9
+    assert outcomes[2].status is Status.ERRORED and outcomes[2].error_code == 40062
+    assert sum(o.status is Status.ACKNOWLEDGED for o in outcomes.values()) == 9
 
 
 def test_fatal_error_stops_submitting_new_batches():
@@ -66,7 +68,7 @@ def test_fatal_error_stops_submitting_new_batches():
     result, outcomes = run(send, count=100)
     assert result.fatal.code == 40105
     assert len(sent) < 15  # no storm: at most the batches already in flight
-    assert all(o.status is not BatchStatus.ERRORED for o in outcomes.values())
+    assert all(o.status is not Status.ERRORED for o in outcomes.values())
 
 
 def test_deadline_stops_before_starting_more_work():
@@ -79,3 +81,14 @@ def test_progress_reports_percent_rate_and_eta():
     progress = Progress(total_users=30, log=lines.append, interval=0)
     run(lambda b: None, progress=progress)
     assert "30/30 users (100.0%)" in lines[-1] and "users/s" in lines[-1] and "ETA" in lines[-1]
+
+
+def test_an_unforeseen_failure_of_one_request_keeps_every_other_outcome():
+    def send(batch):
+        if batch.number == 3:
+            raise requests.exceptions.ChunkedEncodingError("connection cut mid-body")
+
+    result, outcomes = run(send)
+    assert len(outcomes) == 10 and outcomes[3].status is Status.PENDING
+    assert sum(o.status is Status.ACKNOWLEDGED for o in outcomes.values()) == 9
+    assert "ChunkedEncodingError" in result.last_retryable

@@ -1,0 +1,317 @@
+"""The sync ledger: what a sync staged, what became of each batch, and the sync's own record.
+
+Two warehouse tables, both named from ``ledger_table``: ``<ledger_table>`` holds one row per sync (a
+task-instance run), ``<ledger_table>_batches`` one row per staged batch. A batch is staged (committed)
+before it is sent, so a killed attempt's retry resends only what TikTok never acknowledged; a batch's
+payload is dropped as soon as its fate is final, so hashed identifiers live only as long as a retry
+can need them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from datetime import timedelta
+from enum import Enum
+from typing import Protocol
+
+from airflow_provider_tiktok.audience.batching import UserBatch
+from airflow_provider_tiktok.audience.prepare import PreparationCounts
+from airflow_provider_tiktok.warehouse import BLOB, TableSpec, Warehouse
+
+KEY_COLUMNS = ("dag_id", "task_id", "run_id", "map_index")
+_KEY_TYPES = {
+    "dag_id": "TEXT NOT NULL",
+    "task_id": "TEXT NOT NULL",
+    "run_id": "TEXT NOT NULL",
+    "map_index": "INTEGER NOT NULL",
+}
+SYNCS = TableSpec(
+    {
+        **_KEY_TYPES,
+        "status": "TEXT NOT NULL",
+        "first_attempt_at": "DOUBLE PRECISION NOT NULL",
+        "updated_at": "DOUBLE PRECISION",
+        "audience_id": "TEXT",
+        "state": "TEXT NOT NULL",
+    },
+    KEY_COLUMNS,
+)
+BATCHES = TableSpec(
+    {
+        **_KEY_TYPES,
+        "batch_number": "INTEGER NOT NULL",
+        "users": "INTEGER NOT NULL",
+        "status": "TEXT NOT NULL",
+        "error_code": "INTEGER",
+        "payload": BLOB,
+    },
+    (*KEY_COLUMNS, "batch_number"),
+)
+DEFAULT_LEDGER_RETENTION = timedelta(days=7)
+
+
+class RequestStats(Protocol):
+    def snapshot(self) -> tuple[int, int, int]:
+        """(requests, retries, rate limited) so far."""
+        ...
+
+
+class Status(str, Enum):
+    """One vocabulary for a sync and its batches (and the results row's ``status``).
+
+    A batch is ``pending`` until TikTok ``acknowledged`` it or it ``errored`` for good. A sync is
+    ``staging`` while its users are being frozen into batches (a sync killed then starts again),
+    ``pending`` while batches wait, and ends ``finished``, ``failed`` or as a ``dry_run``.
+    """
+
+    STAGING = "staging"
+    PENDING = "pending"
+    ACKNOWLEDGED = "acknowledged"
+    ERRORED = "errored"
+    FINISHED = "finished"
+    FAILED = "failed"
+    DRY_RUN = "dry_run"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Status | None:
+        return cls.PENDING if value == "staged" else None  # written by 0.1 ledgers
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (Status.STAGING, Status.PENDING)
+
+
+@dataclass(frozen=True)
+class SyncKey:
+    """A sync is one task-instance run: the same key on every retry, so a retry resumes it."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int = -1
+
+    def values(self) -> tuple:
+        return (self.dag_id, self.task_id, self.run_id, self.map_index)
+
+
+@dataclass
+class SyncRecord:
+    """A sync's row: its phase, its target, what staging froze, and counters across attempts."""
+
+    status: Status
+    first_attempt_at: float
+    advertiser_id: str
+    audience_id: str | None
+    audience_name: str | None
+    action: str
+    entered: int = 0
+    not_synced: dict[str, int] = field(default_factory=dict)
+    invalid_by_field: dict[str, int] = field(default_factory=dict)
+    coverage: dict[str, int] = field(default_factory=dict)
+    attempts: int = 0
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    duration_seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    time_to_first_request_seconds: float | None = None
+
+    @classmethod
+    def new(cls, advertiser_id: str, audience_id: str | None, audience_name: str | None, action: str) -> SyncRecord:
+        return cls(Status.STAGING, time.time(), advertiser_id, audience_id, audience_name, action)
+
+    def count_prepared(self, counts: PreparationCounts) -> None:
+        """Freeze what preparing the source found: who entered, who cannot be sent and why."""
+        self.entered = counts.entered
+        self.not_synced = dict(counts.not_synced)
+        self.invalid_by_field = dict(counts.invalid_by_field)
+        self.coverage = dict(getattr(counts, "coverage", {}))
+
+    def state_json(self) -> str:
+        state = asdict(self)
+        for column in ("status", "first_attempt_at", "audience_id"):
+            state.pop(column)
+        return json.dumps(state, sort_keys=True)
+
+    @classmethod
+    def from_row(cls, status: str, first_attempt_at: float, audience_id: str | None, state: str) -> SyncRecord:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in json.loads(state).items() if k in known}
+        return cls(Status(status), float(first_attempt_at), audience_id=audience_id, **values)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    number: int
+    users: int
+    status: Status
+    error_code: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class BatchTotals:
+    batches: int = 0
+    users: dict[Status, int] = field(default_factory=dict)
+    errored_by_code: dict[str, int] = field(default_factory=dict)
+    pending_last_code: int | None = None
+
+    def count(self, status: Status) -> int:
+        return self.users.get(status, 0)
+
+
+class Ledger:
+    """The ledger rows of one sync; every statement is scoped to its key."""
+
+    def __init__(self, warehouse: Warehouse, ledger_table: str, key: SyncKey) -> None:
+        self.warehouse = warehouse
+        self.syncs_table = ledger_table
+        self.batches_table = f"{ledger_table}_batches"
+        self.key = key
+        self._where = " AND ".join(f"{c} = {warehouse.placeholder}" for c in KEY_COLUMNS)
+        self._saving = threading.Lock()  # staging and upload threads both save the record
+
+    def ensure_tables(self) -> None:
+        self.warehouse.ensure_table(self.syncs_table, SYNCS, "ledger_table")
+        self.warehouse.ensure_table(self.batches_table, BATCHES, "ledger_table (batches)")
+
+    # --- the sync's record ----------------------------------------------------------------
+
+    def load(self) -> SyncRecord | None:
+        rows = self.warehouse.query(
+            f"SELECT status, first_attempt_at, audience_id, state FROM {self.syncs_table} WHERE {self._where}",
+            self.key.values(),
+        )
+        return SyncRecord.from_row(*rows[0]) if rows else None
+
+    def save(self, record: SyncRecord) -> None:
+        with self._saving:
+            self._save(record)
+
+    def _save(self, record: SyncRecord) -> None:
+        row = {
+            **dict(zip(KEY_COLUMNS, self.key.values(), strict=True)),
+            "status": record.status.value,
+            "first_attempt_at": record.first_attempt_at,
+            "updated_at": time.time(),
+            "audience_id": record.audience_id,
+            "state": record.state_json(),
+        }
+        self.warehouse.upsert(self.syncs_table, SYNCS, row)
+
+    def forget(self) -> None:
+        """Drop this sync's rows: a clear in the Airflow UI starts a fresh sync."""
+        self.warehouse.execute(
+            (f"DELETE FROM {self.batches_table} WHERE {self._where}", self.key.values()),
+            (f"DELETE FROM {self.syncs_table} WHERE {self._where}", self.key.values()),
+        )
+
+    def prune(self, retention: timedelta) -> None:
+        """Remove every ended sync (of any task using this ledger) older than ``retention``."""
+        ph = self.warehouse.placeholder
+        cutoff = time.time() - retention.total_seconds()
+        ended = tuple(s.value for s in Status if s.is_terminal)
+        old = (
+            f"SELECT {', '.join(KEY_COLUMNS)} FROM {self.syncs_table} "
+            f"WHERE updated_at < {ph} AND status IN ({self.warehouse.placeholders(len(ended))})"
+        )
+        rows = self.warehouse.query(old, (cutoff, *ended))
+        for row in rows:
+            self.warehouse.execute(
+                (f"DELETE FROM {self.batches_table} WHERE {self._where}", tuple(row)),
+                (f"DELETE FROM {self.syncs_table} WHERE {self._where}", tuple(row)),
+            )
+
+    # --- batches --------------------------------------------------------------------------
+
+    def stage(self, batches: Iterable[UserBatch]) -> Iterator[UserBatch]:
+        """Commit each batch to the ledger, then hand it on: nothing is sent before it is staged."""
+        sql = (
+            f"INSERT INTO {self.batches_table} ({', '.join(BATCHES.names)}) "
+            f"VALUES ({self.warehouse.placeholders(len(BATCHES.names))})"
+        )
+        for batch in batches:
+            row = (*self.key.values(), batch.number, len(batch), Status.PENDING.value, None, batch.to_bytes())
+            self.warehouse.execute((sql, row))
+            yield batch
+
+    def pending_batches(self) -> Iterator[UserBatch]:
+        """Unsent batches in order, fetched one at a time so memory stays flat."""
+        numbers = self.warehouse.query(
+            f"SELECT batch_number FROM {self.batches_table} WHERE {self._where} AND status = "
+            f"{self.warehouse.placeholder} ORDER BY batch_number",
+            (*self.key.values(), Status.PENDING.value),
+        )
+        for (number,) in numbers:
+            yield self.load_batch(number)
+
+    def load_batch(self, number: int) -> UserBatch:
+        [(payload,)] = self.warehouse.query(
+            f"SELECT payload FROM {self.batches_table} WHERE {self._where} AND batch_number = "
+            f"{self.warehouse.placeholder}",
+            (*self.key.values(), number),
+        )
+        return UserBatch.from_bytes(number, bytes(payload))
+
+    def record_outcome(self, outcome: BatchOutcome) -> None:
+        """A final fate drops the payload; a retryable failure keeps it and notes the last code."""
+        if not outcome.status.is_terminal and outcome.error_code is None:
+            return
+        ph = self.warehouse.placeholder
+        payload = "NULL" if outcome.status.is_terminal else "payload"
+        sql = (
+            f"UPDATE {self.batches_table} SET status = {ph}, error_code = {ph}, payload = {payload} "
+            f"WHERE {self._where} AND batch_number = {ph}"
+        )
+        self.warehouse.execute((sql, (outcome.status.value, outcome.error_code, *self.key.values(), outcome.number)))
+
+    def error_pending(self, code: int | None) -> None:
+        """Every batch still pending errors for good (fatal error or retry window over)."""
+        ph = self.warehouse.placeholder
+        sql = (
+            f"UPDATE {self.batches_table} SET status = {ph}, error_code = COALESCE(error_code, {ph}), payload = NULL "
+            f"WHERE {self._where} AND status = {ph}"
+        )
+        self.warehouse.execute((sql, (Status.ERRORED.value, code, *self.key.values(), Status.PENDING.value)))
+
+    def totals(self) -> BatchTotals:
+        """Users per batch status, and errored/pending users by last error code."""
+        rows = self.warehouse.query(
+            f"SELECT status, error_code, COUNT(*), SUM(users) FROM {self.batches_table} WHERE {self._where} "
+            "GROUP BY status, error_code",
+            self.key.values(),
+        )
+        totals = BatchTotals()
+        for status_value, code, batches, users in rows:
+            status = Status(status_value)
+            totals.batches += int(batches)
+            totals.users[status] = totals.users.get(status, 0) + int(users or 0)
+            if status is Status.ERRORED:
+                totals.errored_by_code[str(code)] = totals.errored_by_code.get(str(code), 0) + int(users or 0)
+            elif code is not None:
+                totals.pending_last_code = int(code)
+        return totals
+
+
+class AttemptCounters:
+    """This attempt's request counters added to the record's totals, saved now and then as the attempt
+    goes, so the requests of an attempt that is killed still show in the results."""
+
+    def __init__(self, stats: RequestStats, record: SyncRecord, ledger: Ledger, every_seconds: float = 2.0) -> None:
+        self.stats, self.record, self.ledger, self.every_seconds = stats, record, ledger, every_seconds
+        self.base = (record.requests, record.retries, record.rate_limited)
+        self.saved_at = time.monotonic()
+
+    def add_to_record(self) -> None:
+        totals = (base + more for base, more in zip(self.base, self.stats.snapshot(), strict=True))
+        self.record.requests, self.record.retries, self.record.rate_limited = totals
+
+    def save_now_and_then(self) -> None:
+        if time.monotonic() - self.saved_at >= self.every_seconds:
+            self.saved_at = time.monotonic()
+            self.add_to_record()
+            self.ledger.save(self.record)

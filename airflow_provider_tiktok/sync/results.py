@@ -1,0 +1,138 @@
+"""What a sync reports: its metrics from the ledger, the results-table row, XCom and the one-line summary.
+
+The results table's columns are defined once (``RESULTS``): its DDL, its check and its row come from it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow_provider_tiktok.audience.metrics import SyncMetrics
+from airflow_provider_tiktok.sync.ledger import KEY_COLUMNS, BatchTotals, Status, SyncKey, SyncRecord
+from airflow_provider_tiktok.warehouse import TableSpec, Warehouse
+
+PHASES = ("read", "prepare", "stage", "upload", "report")
+
+#: One row per sync (task-instance run), upserted after every attempt.
+RESULTS = TableSpec(
+    {
+        "dag_id": "TEXT NOT NULL",
+        "task_id": "TEXT NOT NULL",
+        "run_id": "TEXT NOT NULL",
+        "map_index": "INTEGER NOT NULL",
+        "advertiser_id": "TEXT",
+        "audience_id": "TEXT",
+        "audience_name": "TEXT",
+        "action": "TEXT",
+        "status": "TEXT",
+        "entered": "INTEGER",
+        "synced": "INTEGER",
+        "not_synced": "INTEGER",
+        "pending": "INTEGER",
+        "errored": "INTEGER",
+        "not_synced_by_reason": "TEXT",
+        "errored_by_reason": "TEXT",
+        "coverage": "TEXT",
+        "requests": "INTEGER",
+        "rate_limited": "INTEGER",
+        "retries": "INTEGER",
+        "attempts": "INTEGER",
+        "duration_seconds": "DOUBLE PRECISION",
+        "users_per_second": "DOUBLE PRECISION",
+        "time_to_first_request_seconds": "DOUBLE PRECISION",
+        **{f"{phase}_seconds": "DOUBLE PRECISION" for phase in PHASES},
+        "first_attempt_at": "TEXT",
+        "updated_at": "TEXT",
+    },
+    KEY_COLUMNS,
+)
+
+
+def metrics_of(record: SyncRecord, totals: BatchTotals) -> SyncMetrics:
+    """The sync's numbers: what staging froze plus each batch's fate; refuses numbers that lose a user."""
+    metrics = SyncMetrics(
+        entered=record.entered,
+        synced=totals.count(Status.ACKNOWLEDGED),
+        pending=totals.count(Status.PENDING),
+        not_synced=Counter(record.not_synced),
+        errored=Counter({f"api_error_{code}": users for code, users in totals.errored_by_code.items()}),
+        invalid_by_field=Counter(record.invalid_by_field),
+        coverage=dict(record.coverage),
+        requests=record.requests,
+        rate_limited=record.rate_limited,
+        retries=record.retries,
+        attempts=record.attempts,
+        batches_total=totals.batches,
+        duration_seconds=record.duration_seconds,
+        time_to_first_request_seconds=record.time_to_first_request_seconds,
+        phase_seconds=dict(record.phase_seconds),
+    )
+    metrics.check_invariant()
+    return metrics
+
+
+def summary(metrics: SyncMetrics) -> str:
+    """The final log line: the outcome of every user, the requests it took, and where the time went."""
+    phases = " ".join(f"{p}={metrics.phase_seconds[p]:.1f}s" for p in PHASES if p in metrics.phase_seconds)
+    return (
+        f"entered={metrics.entered} synced={metrics.synced} not_synced={metrics.not_synced_total} "
+        f"{dict(metrics.not_synced) or ''} pending={metrics.pending} errored={metrics.errored_total} "
+        f"{dict(metrics.errored) or ''} requests={metrics.requests} rate_limited={metrics.rate_limited} "
+        f"retries={metrics.retries} attempts={metrics.attempts} {phases}"
+    ).replace("  ", " ")
+
+
+def xcom_value(metrics: SyncMetrics, record: SyncRecord) -> dict[str, Any]:
+    return metrics.as_dict() | {
+        "audience_id": record.audience_id,
+        "audience_name": record.audience_name,
+        "advertiser_id": record.advertiser_id,
+    }
+
+
+class ResultsTable:
+    def __init__(self, warehouse: Warehouse, table: str) -> None:
+        self.warehouse = warehouse
+        self.table = table
+
+    def ensure(self) -> None:
+        self.warehouse.ensure_table(self.table, RESULTS, "results_table")
+
+    def write(self, key: SyncKey, record: SyncRecord, metrics: SyncMetrics, status: Status) -> None:
+        self.warehouse.upsert(self.table, RESULTS, result_row(key, record, metrics, status))
+
+
+def result_row(key: SyncKey, record: SyncRecord, metrics: SyncMetrics, status: Status) -> dict[str, Any]:
+    row: dict[str, Any] = dict(zip(KEY_COLUMNS, key.values(), strict=True))
+    row.update(
+        advertiser_id=record.advertiser_id,
+        audience_id=record.audience_id,
+        audience_name=record.audience_name,
+        action=record.action,
+        status=status.value,
+        entered=metrics.entered,
+        synced=metrics.synced,
+        not_synced=metrics.not_synced_total,
+        pending=metrics.pending,
+        errored=metrics.errored_total,
+        not_synced_by_reason=dict(metrics.not_synced),
+        errored_by_reason=dict(metrics.errored),
+        coverage=dict(metrics.coverage),
+        requests=metrics.requests,
+        rate_limited=metrics.rate_limited,
+        retries=metrics.retries,
+        attempts=metrics.attempts,
+        duration_seconds=round(metrics.duration_seconds, 3),
+        users_per_second=metrics.users_per_second,
+        time_to_first_request_seconds=metrics.time_to_first_request_seconds,
+        first_attempt_at=_iso(record.first_attempt_at),
+        updated_at=_iso(datetime.now(tz=timezone.utc).timestamp()),
+    )
+    row.update({f"{phase}_seconds": round(seconds, 3) for phase, seconds in metrics.phase_seconds.items()})
+    return row
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")

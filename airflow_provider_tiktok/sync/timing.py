@@ -1,0 +1,82 @@
+"""Where a sync's time goes: read, prepare, stage, upload, report, and the time to its first request.
+
+Each second of a thread is given to the innermost phase running on it (pulling a batch that needs a fresh
+chunk counts as read, not prepare). Staging runs on its own thread beside the upload, so the phases of
+an attempt can add up to more than its wall time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class PhaseClock:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.first_chunk_at: float | None = None
+        self.first_request_at: float | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.local()
+
+    def _switch(self) -> None:
+        """Give the time since the thread's last switch to the phase it was in."""
+        now = time.monotonic()
+        stack: list[str] = self._thread.__dict__.setdefault("stack", [])
+        if stack:
+            with self._lock:
+                self.seconds[stack[-1]] += now - self._thread.mark
+        self._thread.mark = now
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self._switch()
+        self._thread.__dict__.setdefault("stack", []).append(name)
+        try:
+            yield
+        finally:
+            self._switch()
+            self._thread.stack.pop()
+
+    def timed(self, name: str, items: Iterable[T]) -> Iterator[T]:
+        """``items``, with the time spent producing each counted to ``name``."""
+        source = iter(items)
+        while True:
+            with self.phase(name):
+                try:
+                    item = next(source)
+                except StopIteration:
+                    return
+            yield item
+
+    def chunk_read(self) -> None:
+        self.first_chunk_at = self.first_chunk_at or time.monotonic()
+
+    def stamp_first_request(self, send: Callable[[T], None]) -> Callable[[T], None]:
+        def stamped(item: T) -> None:
+            if self.first_request_at is None:
+                self.first_request_at = time.monotonic()
+            send(item)
+
+        return stamped
+
+    @property
+    def first_request_seconds(self) -> float | None:
+        if self.first_request_at is None or self.first_chunk_at is None:
+            return None
+        return round(max(self.first_request_at - self.first_chunk_at, 0.0), 3)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def merged(self, earlier: Mapping[str, float]) -> dict[str, float]:
+        """Seconds per phase over every attempt so far."""
+        phases = set(earlier) | set(self.seconds)
+        return {p: round(earlier.get(p, 0.0) + self.seconds.get(p, 0.0), 3) for p in sorted(phases)}
