@@ -8,9 +8,11 @@ transient errors -> handler -> perhaps a dropped connection, and counts the answ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from airflow_provider_tiktok.sandbox.faults import FaultInjector, Faults, TransientHttpError
@@ -28,6 +31,7 @@ from airflow_provider_tiktok.sandbox.settings import EmulatorSettings
 from airflow_provider_tiktok.sandbox.state import Audience, RequestCounters, SandboxState
 
 API_PREFIX = "/open_api/v1.3/"
+RECEIVED_KEPT = 500
 
 
 @dataclass
@@ -46,6 +50,8 @@ class Emulator:
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-mapping")
     )
     mapped_users: dict[str, int] = field(default_factory=lambda: {"add": 0, "delete": 0})
+    #: The last requests received, as ``received_request`` describes them (``GET /_sandbox/requests``).
+    received: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECEIVED_KEPT))
 
     def require_advertiser(self, advertisers: list[str], advertiser_id: Any) -> str:
         """The advertiser id, if the token may act for it (40002 when missing, 40001 when not)."""
@@ -140,9 +146,44 @@ class TikTokRoute(APIRoute):
             except TransientHttpError:
                 code, response = 503, Response("Service Unavailable", status_code=503)
             emulator.counters.record(endpoint, code)
+            emulator.received.append({**await received_request(request, endpoint), "code": code})
             return response
 
         return answer
+
+
+async def received_request(request: Request, endpoint: str) -> dict[str, Any]:
+    """What a client sent, comparable across clients: query, JSON body or form fields (a file as its
+    name, size and MD5). Mapping bodies are only measured: they are large and have their own checks."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    seen: dict[str, Any] = {
+        "endpoint": endpoint,
+        "method": request.method,
+        "content_type": content_type,
+        "query": dict(request.query_params),
+    }
+    if content_type == "multipart/form-data":
+        form = await request.form()  # parsed once: the handler's parse is cached on the request
+        seen["form"] = {name: await _form_value(value) for name, value in form.multi_items()}
+        await form.close()
+        return seen
+    body = await request.body()
+    if endpoint == "segment/mapping/" or not body:
+        seen["body_bytes"] = len(body)
+        return seen
+    try:
+        seen["json"] = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        seen["body_bytes"] = len(body)
+    return seen
+
+
+async def _form_value(value: str | UploadFile) -> Any:
+    if isinstance(value, str):
+        return value
+    await value.seek(0)
+    content = await value.read()
+    return {"filename": value.filename, "size": len(content), "md5": hashlib.md5(content).hexdigest()}
 
 
 async def inject_faults(request: Request) -> None:

@@ -156,6 +156,13 @@ class SandboxProcess:
         response.raise_for_status()
         return response.json()
 
+    def received(self, endpoint: str | None = None) -> list[dict]:
+        """The last API requests the emulator received (``GET /_sandbox/requests``), oldest first."""
+        params = {"endpoint": endpoint} if endpoint else {}
+        response = self.admin.get(f"{self.root_url}/_sandbox/requests", params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
     def audience(self, audience_id: str) -> dict:
         """Kind, size, sharing and ad groups of one audience (``GET /_sandbox/audiences/{id}``)."""
         response = self.admin.get(f"{self.root_url}/_sandbox/audiences/{audience_id}", timeout=10)

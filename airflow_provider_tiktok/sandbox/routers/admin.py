@@ -37,7 +37,16 @@ async def stats(emulator: Context) -> Response:
 async def reset_stats(emulator: Context) -> dict:
     emulator.counters.reset()
     emulator.mapped_users.update(add=0, delete=0)
+    emulator.received.clear()
     return {"reset": True}
+
+
+@router.get("/requests")
+async def received(emulator: Context, endpoint: str | None = None) -> Response:
+    """The last API requests received, oldest first, optionally of one endpoint (e.g. ``dmp/custom_audience/create/``):
+    ``endpoint``, ``method``, ``content_type``, ``query``, then ``json`` (the parsed body), ``form`` (fields;
+    a file as ``filename``, ``size``, ``md5``) or ``body_bytes``, and the answer's ``code``."""
+    return json_response([r for r in list(emulator.received) if endpoint is None or r["endpoint"] == endpoint])
 
 
 @router.get("/faults")

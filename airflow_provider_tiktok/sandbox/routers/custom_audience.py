@@ -74,15 +74,15 @@ async def audience_get(request: Request, advertisers: Authorised, emulator: Cont
 async def file_upload(request: Request, advertisers: Authorised, emulator: Context) -> dict:
     """Multipart ``advertiser_id``, ``calculate_type``, ``file``, ``file_name``, ``file_signature``
     (MD5 of the file) -> ``{"file_path"}``."""
-    async with request.form() as form:
-        advertiser_id = emulator.require_advertiser(advertisers, form.get("advertiser_id"))
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(40002, "file: Missing data for required field.")
-        content = await upload.read()
-        calculate_type = str(form.get("calculate_type") or "")
-        file_name = str(form.get("file_name") or upload.filename or "")
-        check_signature(content, str(form.get("file_signature") or ""))
+    form = await request.form()  # closed by ``received_request`` once the answer is recorded
+    advertiser_id = emulator.require_advertiser(advertisers, form.get("advertiser_id"))
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise ApiError(40002, "file: Missing data for required field.")
+    content = await upload.read()
+    calculate_type = str(form.get("calculate_type") or "")
+    file_name = str(form.get("file_name") or upload.filename or "")
+    check_signature(content, str(form.get("file_signature") or ""))
     settings = emulator.settings
     digests = read_digests(
         content, calculate_type, max_bytes=settings.max_file_bytes, accept_gzip=settings.accept_gzip_files

@@ -229,3 +229,29 @@ def test_documented_refusals_come_back_in_tiktoks_envelope(sdk, two_advertisers)
     )
     assert refused(lambda: sdk.api.dmp_custom_audience_share(sdk.token, body=outsider))[0] == 40002
     assert refused(lambda: sdk.api.dmp_custom_audience_list("7999999999999", sdk.token))[0] == 40001
+
+
+def test_the_emulator_records_what_the_sdk_sent_for_comparison_with_other_clients(sdk, two_advertisers):
+    file_path = sdk.upload(digests(0, 3))
+    audience_id = sdk.create([file_path])
+    sdk.details(audience_id)
+
+    [upload] = two_advertisers.received("dmp/custom_audience/file/upload/")
+    form = upload["form"]
+    assert (upload["method"], upload["content_type"], upload["code"]) == ("POST", "multipart/form-data", 0)
+    assert set(form) == {"advertiser_id", "calculate_type", "file", "file_name", "file_signature"}
+    assert form["file"]["md5"] == form["file_signature"] and form["file"]["filename"] == form["file_name"]
+    [create] = two_advertisers.received("dmp/custom_audience/create/")
+    assert create["json"] == {
+        "advertiser_id": OWNER,
+        "audience_enhancement": False,  # the SDK model's default, sent even when not set
+        "audience_sub_type": "NORMAL",
+        "calculate_type": "EMAIL_SHA256",
+        "custom_audience_name": "vip",
+        "file_paths": [file_path],
+        "retention_in_days": 180,
+    }
+    [get] = two_advertisers.received("dmp/custom_audience/get/")
+    assert get["query"] == {"advertiser_id": OWNER, "custom_audience_ids": f'["{audience_id}"]'}
+    two_advertisers.reset_stats()
+    assert two_advertisers.received() == []
