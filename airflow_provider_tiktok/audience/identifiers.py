@@ -1,14 +1,33 @@
 """Normalise, validate and hash one match field for a whole chunk at once.
 
 String work runs in Arrow's vectorised kernels and hashing in DataFusion's, so no step loops over values
-in Python (bar the opt-in Gmail canonicalisation). Rules are SPEC §2 "Normalisation before hashing".
+in Python (bar the opt-in Gmail canonicalisation and cells of mixed-type columns). Rules (SPEC §2):
+
+- every field: a cell is read as text (numbers as their digits: 6505550002.0 is ``6505550002``; bytes as
+  UTF-8); format characters (Unicode Cf: zero-width space, BOM, soft hyphen, …) are dropped, compatibility
+  forms NFKC-folded (fullwidth letters and digits) and whitespace trimmed. Null, NaN and blank cells are
+  missing. Cells that cannot be one identifier (a list, dict, bool, non-integral number, bytes that are
+  not UTF-8) are present and invalid — never an error;
+- email: lower-cased; one ``local@domain.tld`` with a dot in the domain, at most 254 characters, and none of
+  ``" ( ) , : ; < > [ \\ ]`` or whitespace (so no JSON arrays or lists of addresses); with
+  ``normalize_gmail`` gmail.com/googlemail.com addresses lose dots and ``+tags`` and become gmail.com;
+- phone: E.164 by ``phonenumbers``' rules for every region (see ``phones``), in the row's
+  ``phone_country_column`` country else ``default_phone_country``;
+- idfa/gaid: lower-cased UUID, not the all-zero id; SHA-256, or MD5 with ``device_id_hash="md5"``;
+- with ``accept_hashed``, a whole hex digest of the field's algorithm passes through lower-cased.
+
+A present value that fails its rule counts in ``invalid_by_field``; a user none of whose fields is usable is
+not synced as ``invalid_email`` / ``invalid_phone`` / ``invalid_device_id`` (first invalid field in
+``id_schema`` order) or ``missing_fields`` (see ``prepare``).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -17,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from airflow_provider_tiktok.audience.phones import check_region, normalise_phones, region_positions
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError
 
 if TYPE_CHECKING:
@@ -48,11 +68,11 @@ _SCHEMA_PREFIX = {
     MatchField.GAID: "AAID",
 }
 
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$"
-E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+#: One address, dot in the domain; none of the characters that only a quoted or listed address has.
+EMAIL_PATTERN = r"^[^@\s\"(),:;<>\[\\\]]+@[^@\s\"(),:;<>\[\\\]]+\.[^@\s\"(),:;<>\[\\\].]{2,}$"
+MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a forward path
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"  # "limit ad tracking": identifies nobody
-PHONE_PUNCTUATION = r"[\s\-\.\(\)/]"
 #: Fails every validator, so a value we cannot read as text counts as invalid rather than missing.
 UNREADABLE = "\x00"
 
@@ -70,59 +90,6 @@ def scrub_identifiers(text: str) -> str:
     return _IDENTIFIER_LIKE.sub("[redacted]", text)
 
 
-@dataclass(frozen=True)
-class PhoneCountry:
-    calling_code: str
-    trunk_prefix: str | None
-    national_lengths: frozenset[int]
-
-
-#: Enough to turn ordinary national numbers into E.164 without a general-purpose parser.
-PHONE_COUNTRIES: dict[str, PhoneCountry] = {
-    "US": PhoneCountry("1", "1", frozenset({10})),
-    "CA": PhoneCountry("1", "1", frozenset({10})),
-    "GB": PhoneCountry("44", "0", frozenset({9, 10})),
-    "IE": PhoneCountry("353", "0", frozenset({7, 8, 9})),
-    "FR": PhoneCountry("33", "0", frozenset({9})),
-    "DE": PhoneCountry("49", "0", frozenset(range(6, 12))),
-    "NL": PhoneCountry("31", "0", frozenset({9})),
-    "BE": PhoneCountry("32", "0", frozenset({8, 9})),
-    "ES": PhoneCountry("34", None, frozenset({9})),
-    "IT": PhoneCountry("39", None, frozenset(range(6, 12))),
-    "PT": PhoneCountry("351", None, frozenset({9})),
-    "SE": PhoneCountry("46", "0", frozenset(range(7, 10))),
-    "PL": PhoneCountry("48", None, frozenset({9})),
-    "BR": PhoneCountry("55", "0", frozenset({10, 11})),
-    "MX": PhoneCountry("52", None, frozenset({10})),
-    "IN": PhoneCountry("91", "0", frozenset({10})),
-    "JP": PhoneCountry("81", "0", frozenset({9, 10})),
-    "KR": PhoneCountry("82", "0", frozenset({9, 10})),
-    "AU": PhoneCountry("61", "0", frozenset({9})),
-    "SG": PhoneCountry("65", None, frozenset({8})),
-    "ID": PhoneCountry("62", "0", frozenset(range(9, 13))),
-    "PH": PhoneCountry("63", "0", frozenset({10})),
-    "VN": PhoneCountry("84", "0", frozenset({9, 10})),
-    "TH": PhoneCountry("66", "0", frozenset({8, 9})),
-    "MY": PhoneCountry("60", "0", frozenset({9, 10})),
-    "AE": PhoneCountry("971", "0", frozenset({8, 9})),
-    "SA": PhoneCountry("966", "0", frozenset({9})),
-    "TR": PhoneCountry("90", "0", frozenset({10})),
-}
-
-
-def phone_country(code: str | None) -> PhoneCountry | None:
-    if code is None:
-        return None
-    country = PHONE_COUNTRIES.get(code.upper())
-    if country is None:
-        raise TikTokConfigurationError(
-            f"default_phone_country {code!r} is not supported; "
-            f"use one of {', '.join(sorted(PHONE_COUNTRIES))} "
-            "or send phones in E.164 (+<country code><number>)."
-        )
-    return country
-
-
 def id_schema_for(field: MatchField, device_id_hash: str = "sha256") -> str:
     algorithm = device_id_hash if field.is_device_id else "sha256"
     return f"{_SCHEMA_PREFIX[field]}_{algorithm.upper()}"
@@ -136,11 +103,14 @@ class FieldRules:
     device_id_hash: str = "sha256"
     accept_hashed: bool = False
     normalize_gmail: bool = False
+    #: Source column with each user's ISO 3166 alpha-2 country, for their national phone numbers; a null or
+    #: blank cell falls back to ``default_phone_country``, a code nobody knows makes the phone invalid.
+    phone_country_column: str | None = None
 
     def __post_init__(self) -> None:
         if self.device_id_hash not in DIGEST_LENGTH:
             raise TikTokConfigurationError(f"device_id_hash must be 'sha256' or 'md5', not {self.device_id_hash!r}.")
-        phone_country(self.default_phone_country)
+        check_region(self.default_phone_country)
 
     def algorithm(self, field: MatchField) -> str:
         return self.device_id_hash if field.is_device_id else "sha256"
@@ -156,21 +126,87 @@ class FieldOutcome:
 
 
 def as_text(values: pd.Series) -> pa.Array:
-    """Warehouse values as Arrow strings; numbers become digit strings, NaN/None/empty become null."""
-    if pd.api.types.is_bool_dtype(values.dtype):
-        text = pd.Series(UNREADABLE, index=values.index).where(values.notna())
-    elif pd.api.types.is_float_dtype(values.dtype):
-        # 1.6577770000e10 (a phone read as float) is 16577770000; 12.5 is nobody's identifier.
-        integral = values.notna() & (values % 1 == 0)
-        text = values.where(integral).astype("Int64").astype("string")
-        text = text.mask(values.notna() & ~integral, UNREADABLE)
-    elif pd.api.types.is_integer_dtype(values.dtype):
-        text = values.astype("string")
-    else:
-        text = values.astype("string")
-    array = pa.array(text.array, type=pa.string(), from_pandas=True)
+    """Warehouse values as Arrow strings, one identifier per cell.
+
+    Numbers become digit strings (a phone read as the float 1.6577770000e10 is ``16577770000``); missing and
+    blank cells become null; invisible format characters (zero-width space, BOM, …) are dropped and
+    compatibility forms (fullwidth letters) folded. A cell that cannot be one identifier — 12.5, a bool, a
+    list, bytes that are not UTF-8 — becomes ``UNREADABLE``, which every validator refuses.
+    """
+    array = _cells_as_text(values, key=False)
+    array = _fold_unicode(array)
     array = pc.utf8_trim_whitespace(array)
     return pc.if_else(pc.equal(pc.utf8_length(array), 0), pa.scalar(None, pa.string()), array)
+
+
+def key_text(values: pd.Series) -> pa.Array:
+    """User keys as canonical text, the same whatever type a chunk read them as: 1, 1.0, Decimal("1") and
+    "1" are all ``"1"``. Nulls stay null; other values keep their text form, untrimmed."""
+    return _cells_as_text(values, key=True)
+
+
+def _cells_as_text(values: pd.Series, key: bool) -> pa.Array:
+    dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype) and not key:
+        text = pd.Series(UNREADABLE, index=values.index, dtype=object).where(values.notna(), None)
+    elif pd.api.types.is_float_dtype(dtype):
+        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        integral = integral_floats(numbers)
+        digits = pc.cast(pa.array(np.where(integral, numbers, 0).astype(np.int64)), pa.string())
+        other = pc.cast(pa.array(numbers, from_pandas=True), pa.string()) if key else pa.scalar(UNREADABLE)
+        text = pc.if_else(pa.array(integral), digits, other)
+        return pc.if_else(pa.array(np.isnan(numbers)), pa.scalar(None, pa.string()), text)
+    elif pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        text = values.astype("string")
+    elif isinstance(dtype, pd.StringDtype):
+        text = values
+    else:
+        cells = values.to_numpy(dtype=object)
+        try:  # the usual case: text and missing values only, converted in C
+            return pa.array(cells, type=pa.string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return pa.array([_cell_text(cell, key) for cell in cells], type=pa.string())
+    return pa.array(text.array, type=pa.string(), from_pandas=True)
+
+
+def integral_floats(numbers: np.ndarray, limit: float = 2.0**63) -> np.ndarray:
+    """Which floats are whole numbers below ``limit`` in magnitude (NaN and infinities are not)."""
+    integral = np.isfinite(numbers) & (np.abs(numbers) < limit)
+    integral[integral] &= numbers[integral] % 1 == 0
+    return integral
+
+
+def _cell_text(cell: object, key: bool) -> str | None:
+    """One cell of a mixed-type column as text: see ``as_text`` and ``key_text``."""
+    if cell is None or cell is pd.NA or cell is pd.NaT:
+        return None
+    if isinstance(cell, str):
+        return cell
+    if isinstance(cell, bytes | bytearray | memoryview):
+        try:
+            return bytes(cell).decode("utf-8")
+        except UnicodeDecodeError:
+            return bytes(cell).decode("utf-8", "backslashreplace") if key else UNREADABLE
+    if isinstance(cell, bool | np.bool_):
+        return str(cell) if key else UNREADABLE
+    if isinstance(cell, int | np.integer):
+        return str(int(cell))
+    if isinstance(cell, float | np.floating | Decimal):
+        if cell != cell:  # NaN, also Decimal("NaN")
+            return None
+        if math.isfinite(cell) and cell == int(cell):
+            return str(int(cell))
+    return str(cell) if key else UNREADABLE
+
+
+def _fold_unicode(text: pa.Array) -> pa.Array:
+    """Drop format characters (Unicode category Cf) and NFKC-fold, on the non-ASCII rows only (the rest
+    has neither, and utf8proc costs more than the whole ASCII path)."""
+    not_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(text), True))
+    if not pc.any(not_ascii).as_py():
+        return text
+    folded = pc.replace_substring_regex(pc.filter(text, not_ascii), r"\p{Cf}", "")
+    return pc.replace_with_mask(text, not_ascii, pc.utf8_normalize(folded, "NFKC"))
 
 
 def hash_array(values: pa.Array, algorithm: str) -> pa.StringArray:
@@ -210,14 +246,21 @@ def _datafusion() -> SessionContext:
     return context
 
 
-def prepare_field(values: pd.Series, field: MatchField, rules: FieldRules) -> FieldOutcome:
+def prepare_field(
+    values: pd.Series, field: MatchField, rules: FieldRules, phone_countries: pd.Series | None = None
+) -> FieldOutcome:
+    """Digests and outcomes of one field's column; ``phone_countries`` is the row-aligned
+    ``phone_country_column`` (phones only)."""
     text = as_text(values)
     present = text.is_valid().to_numpy(zero_copy_only=False)
     algorithm = rules.algorithm(field)
     if field is MatchField.EMAIL:
         normalised, valid = _normalise_emails(text, rules.normalize_gmail)
     elif field is MatchField.PHONE:
-        normalised, valid = _normalise_phones(text, phone_country(rules.default_phone_country))
+        countries = None if phone_countries is None else _cells_as_text(phone_countries, key=True)
+        positions = region_positions(countries, rules.default_phone_country, len(text))
+        normalised, valid_rows = normalise_phones(text, positions)
+        valid = pa.array(valid_rows)
     else:
         normalised, valid = _normalise_device_ids(text)
     valid = pc.fill_null(valid, False)
@@ -237,7 +280,9 @@ def _already_hashed(text: pa.Array, algorithm: str) -> pa.Array:
 
 def _normalise_emails(text: pa.Array, normalize_gmail: bool) -> tuple[pa.Array, pa.Array]:
     emails = pc.utf8_lower(text)
-    valid = pc.match_substring_regex(emails, EMAIL_PATTERN)
+    valid = pc.and_(
+        pc.match_substring_regex(emails, EMAIL_PATTERN), pc.less_equal(pc.utf8_length(emails), MAX_EMAIL_LENGTH)
+    )
     if normalize_gmail:
         emails = _canonical_gmail(emails, pc.fill_null(valid, False))
     return emails, valid
@@ -253,50 +298,6 @@ def _canonical_gmail(emails: pa.Array, valid: pa.Array) -> pa.Array:
         local = address.rsplit("@", 1)[0].split("+", 1)[0].replace(".", "")
         canonical.append(f"{local}@gmail.com")
     return pc.replace_with_mask(emails, is_gmail, pa.array(canonical, type=pa.string()))
-
-
-def _normalise_phones(text: pa.Array, country: PhoneCountry | None) -> tuple[pa.Array, pa.Array]:
-    # Fast path: most warehouses already hold E.164; only the rest pays for cleaning.
-    clean = pc.fill_null(pc.match_substring_regex(text, E164_PATTERN), False)
-    needs_work = pc.and_(pc.is_valid(text), pc.invert(clean))
-    if not pc.any(needs_work).as_py():
-        return text, clean
-    messy = pc.filter(text, needs_work)
-    messy = pc.replace_substring_regex(messy, PHONE_PUNCTUATION, "")
-    messy = pc.replace_substring_regex(messy, r"^(tel:)?00", "+")
-    messy = pc.replace_substring_regex(messy, r"^tel:", "")
-    resolved = _with_country_code(messy, country)
-    resolved_valid = pc.fill_null(pc.match_substring_regex(resolved, E164_PATTERN), False)
-    return pc.replace_with_mask(text, needs_work, resolved), pc.replace_with_mask(clean, needs_work, resolved_valid)
-
-
-def _with_country_code(numbers: pa.Array, country: PhoneCountry | None) -> pa.Array:
-    """Give digits-only national numbers the country's calling code: as dialled, after the trunk
-    prefix, or already carrying the code without ``+`` (first rule that fits wins).
-
-    Anything else is returned as it is and fails the E.164 check unless it already starts with ``+``.
-    """
-    if country is None:
-        return numbers
-    digits_only = pc.fill_null(pc.match_substring_regex(numbers, r"^[0-9]+$"), False)
-    length = pc.utf8_length(numbers)
-    national_lengths = pa.array(sorted(country.national_lengths), type=length.type)
-
-    def national_after(prefix: str) -> pa.Array:
-        rest = pc.cast(pc.subtract(length, len(prefix)), length.type)
-        return pc.and_(pc.and_(digits_only, pc.starts_with(numbers, prefix)), pc.is_in(rest, national_lengths))
-
-    rules = [(national_after(""), f"+{country.calling_code}", 0)]
-    if country.trunk_prefix:
-        rules.append((national_after(country.trunk_prefix), f"+{country.calling_code}", len(country.trunk_prefix)))
-    rules.append((national_after(country.calling_code), "+", 0))
-    conditions = pc.make_struct(
-        *(condition for condition, _, _ in rules), field_names=[str(i) for i in range(len(rules))]
-    )
-    choices = [
-        pc.binary_join_element_wise(head, pc.utf8_slice_codeunits(numbers, dropped), "") for _, head, dropped in rules
-    ]
-    return pc.case_when(conditions, *choices, numbers)
 
 
 def _normalise_device_ids(text: pa.Array) -> tuple[pa.Array, pa.Array]:

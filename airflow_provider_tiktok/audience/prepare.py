@@ -3,6 +3,19 @@
 ``prepare_chunk`` is stateless, so worker threads can run it side by side (its Arrow and DataFusion
 kernels release the GIL). ``UserPreparer`` keeps what must be seen in order: which users and
 identities were already taken, and the counters.
+
+A user that is not synced has exactly one reason, counted in ``PreparationCounts.not_synced`` and listed,
+per chunk, in ``PreparedUsers.rejects`` (``REJECTS_SCHEMA``: ``user_key``, ``reason``, ``field``):
+
+- ``missing_user_key``: the user key cell is null (NaN/None); ``user_key`` and ``field`` are null;
+- ``missing_fields``: no chosen match field has a value (null, empty or blank); ``field`` is null;
+- ``invalid_email`` / ``invalid_phone`` / ``invalid_device_id``: values are present but none is usable;
+  the reason and ``field`` name the first invalid field in ``id_schema`` order (``idfa`` or ``gaid`` for
+  device ids); rules per field are in ``identifiers`` and ``phones``;
+- ``duplicate``: a user key, or the exact same set of digests, was already taken earlier in the run;
+  ``field`` is null.
+
+``user_key`` is the key as canonical text (``key_text``): never a raw or hashed identifier.
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from airflow_provider_tiktok.audience.identifiers import (
     DIGEST_LENGTH,
@@ -23,6 +37,8 @@ from airflow_provider_tiktok.audience.identifiers import (
     FieldRules,
     MatchField,
     id_schema_for,
+    integral_floats,
+    key_text,
     prepare_field,
 )
 from airflow_provider_tiktok.audience.keyset import CompactKeySet
@@ -31,6 +47,7 @@ from airflow_provider_tiktok.exceptions import TikTokConfigurationError
 MISSING_FIELDS = "missing_fields"
 MISSING_USER_KEY = "missing_user_key"
 DUPLICATE = "duplicate"
+REJECTS_SCHEMA = pa.schema([("user_key", pa.string()), ("reason", pa.string()), ("field", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -62,7 +79,15 @@ class PrepareOptions:
 
     @property
     def source_columns(self) -> list[str]:
-        return [self.user_key_column, *(self.match_fields[f.value] for f in self.fields)]
+        columns = [self.user_key_column, *(self.match_fields[f.value] for f in self.fields)]
+        if self.phone_country_column and self.phone_country_column not in columns:
+            columns.append(self.phone_country_column)
+        return columns
+
+    @property
+    def phone_country_column(self) -> str | None:
+        """Read only when phones are matched on."""
+        return self.rules.phone_country_column if MatchField.PHONE in self.fields else None
 
     def check_columns(self, columns: Iterable[str]) -> None:
         """Name every configured column the source lacks, before anything is read or sent."""
@@ -77,7 +102,10 @@ class PrepareOptions:
 
 @dataclass
 class ChunkResult:
-    """One chunk, prepared: digests of its usable rows plus counts of the rest."""
+    """One chunk, prepared: digests of its usable rows, and counts and ``rejects`` of the rest.
+
+    ``usable_keys`` is the user key column of the usable rows, for naming duplicates found later.
+    """
 
     rows: int
     user_keys: np.ndarray
@@ -85,13 +113,19 @@ class ChunkResult:
     digests: list[pa.Array]
     not_synced: Counter[str]
     invalid_by_field: Counter[str]
+    rejects: pa.Table
+    usable_keys: pd.Series
 
 
 @dataclass
 class PreparedUsers:
-    """Usable, de-duplicated users of one chunk: ``digests[i]`` aligns with ``id_schema[i]``."""
+    """Usable, de-duplicated users of one chunk: ``digests[i]`` aligns with ``id_schema[i]``.
+
+    ``rejects`` lists the chunk's users that are not synced, one row each (``REJECTS_SCHEMA``, module docstring).
+    """
 
     digests: list[pa.Array]
+    rejects: pa.Table = field(default_factory=REJECTS_SCHEMA.empty_table)
 
     def __len__(self) -> int:
         return len(self.digests[0]) if self.digests else 0
@@ -99,10 +133,13 @@ class PreparedUsers:
 
 @dataclass
 class PreparationCounts:
+    """``coverage[f]``: how many prepared users carry a usable ``f`` (every match field named, 0 if unused)."""
+
     entered: int = 0
     prepared: int = 0
     not_synced: Counter[str] = field(default_factory=Counter)
     invalid_by_field: Counter[str] = field(default_factory=Counter)
+    coverage: dict[str, int] = field(default_factory=lambda: {f.value: 0 for f in FIELD_ORDER})
 
     @property
     def duplicates(self) -> int:
@@ -112,35 +149,49 @@ class PreparationCounts:
 def prepare_chunk(frame: pd.DataFrame, options: PrepareOptions) -> ChunkResult:
     options.check_columns(frame.columns)
     rows = len(frame)
-    outcomes = [prepare_field(frame[options.match_fields[f.value]], f, options.rules) for f in options.fields]
+    countries = frame[options.phone_country_column] if options.phone_country_column else None
+    outcomes = [
+        prepare_field(frame[options.match_fields[f.value]], f, options.rules, countries) for f in options.fields
+    ]
     invalid_by_field: Counter[str] = Counter()
-    any_present = np.zeros(rows, dtype=bool)
     any_valid = np.zeros(rows, dtype=bool)
     reasons = np.full(rows, MISSING_FIELDS, dtype=object)
+    fields = np.full(rows, None, dtype=object)
     first_invalid = np.zeros(rows, dtype=bool)
     for match_field, outcome in zip(options.fields, outcomes, strict=True):
         invalid = outcome.present & ~outcome.valid
         if invalid.any():
             invalid_by_field[match_field.value] += int(invalid.sum())
         reasons[invalid & ~first_invalid] = match_field.invalid_reason
+        fields[invalid & ~first_invalid] = match_field.value
         first_invalid |= invalid
-        any_present |= outcome.present
         any_valid |= outcome.valid
     key_column = frame[options.user_key_column]
     has_key = key_column.notna().to_numpy()
     reasons[~has_key] = MISSING_USER_KEY
+    fields[~has_key] = None
     usable = any_valid & has_key
     not_synced = Counter(reasons[~usable].tolist())
     digests = [outcome.digests.filter(pa.array(usable)) for outcome in outcomes]
-    user_keys = user_key_hashes(key_column[usable])
+    usable_keys = key_column[usable]
     algorithms = [options.rules.algorithm(f) for f in options.fields]
+    rejects = pa.table(
+        [
+            key_text(key_column[~usable]),
+            pa.array(reasons[~usable], pa.string()),
+            pa.array(fields[~usable], pa.string()),
+        ],
+        schema=REJECTS_SCHEMA,
+    )
     return ChunkResult(
         rows=rows,
-        user_keys=user_keys,
+        user_keys=user_key_hashes(usable_keys),
         identity_keys=identity_keys(digests, algorithms),
         digests=digests,
         not_synced=not_synced,
         invalid_by_field=invalid_by_field,
+        rejects=rejects,
+        usable_keys=usable_keys,
     )
 
 
@@ -148,10 +199,42 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 def user_key_hashes(keys: pd.Series) -> np.ndarray:
-    """Deterministic 64-bit hashes of user keys (pandas' fixed-key SipHash), the same in every process."""
+    """Deterministic 64-bit hashes of non-null user keys (pandas' fixed-key SipHash), the same in every process.
+
+    Keys with the same ``key_text`` hash the same whatever type a chunk read them as, so an int column read
+    as float in a chunk with a NULL still names the same users: integers below 10**18 in magnitude (1, 1.0,
+    ``Decimal(1)``, ``np.int64(1)``, and the text "1") hash as their int64, anything else as its text.
+    """
+    integral, numbers = _integral_keys(keys)
+    hashes = np.empty(len(keys), dtype=np.uint64)
+    hashes[integral] = pd.util.hash_array(numbers[integral])
+    if not integral.all():
+        text = key_text(keys[~integral]).to_numpy(zero_copy_only=False)
+        hashes[~integral] = pd.util.hash_array(text.astype(object))
+    return hashes
+
+
+_INTEGER_TEXT = r"^-?(0|[1-9][0-9]{0,17})$"  # the canonical text of an integer below 10**18 in magnitude
+_INTEGER_LIMIT = 10**18
+
+
+def _integral_keys(keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Which keys are integers below ``_INTEGER_LIMIT`` in magnitude, and their values (0 elsewhere)."""
+    if pd.api.types.is_unsigned_integer_dtype(keys.dtype):
+        values = keys.to_numpy(dtype=np.uint64)
+        integral = values < _INTEGER_LIMIT
+        return integral, np.where(integral, values, 0).astype(np.int64)
     if pd.api.types.is_integer_dtype(keys.dtype):
-        return pd.util.hash_array(keys.to_numpy(dtype=np.int64))
-    return pd.util.hash_array(keys.astype("string").astype(object).to_numpy())
+        values = keys.to_numpy(dtype=np.int64)
+        return np.abs(values) < _INTEGER_LIMIT, values
+    if pd.api.types.is_float_dtype(keys.dtype):
+        values = keys.to_numpy(dtype=np.float64, na_value=np.nan)
+        integral = integral_floats(values, _INTEGER_LIMIT)
+        return integral, np.where(integral, values, 0).astype(np.int64)
+    text = key_text(keys)
+    integral = pc.fill_null(pc.match_substring_regex(text, _INTEGER_TEXT), False)
+    numbers = pc.cast(pc.if_else(integral, text, "0"), pa.int64())
+    return integral.to_numpy(zero_copy_only=False), numbers.to_numpy(zero_copy_only=False)
 
 
 def identity_keys(digests: list[pa.Array], algorithms: list[str]) -> np.ndarray:
@@ -206,10 +289,22 @@ class UserPreparer:
         self._seen_identities.add(identities[keep])
         kept = int(keep.sum())
         counts.prepared += kept
+        rejects = result.rejects
         if kept < len(keep):
             counts.not_synced[DUPLICATE] += len(keep) - kept
+            duplicates = key_text(result.usable_keys[duplicate])
+            reasons = pa.array([DUPLICATE] * len(duplicates), pa.string())
+            rejects = pa.concat_tables(
+                [
+                    rejects,
+                    pa.table([duplicates, reasons, pa.nulls(len(duplicates), pa.string())], schema=REJECTS_SCHEMA),
+                ]
+            )
         mask = pa.array(keep)
-        return PreparedUsers([column.filter(mask) for column in result.digests])
+        digests = [column.filter(mask) for column in result.digests]
+        for match_field, column in zip(self.options.fields, digests, strict=True):
+            counts.coverage[match_field.value] += len(column) - column.null_count
+        return PreparedUsers(digests, rejects)
 
 
 def map_chunks(frames: Iterable[pd.DataFrame], options: PrepareOptions, workers: int) -> Iterator[ChunkResult]:

@@ -19,36 +19,63 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
+import phonenumbers
 
 from airflow_provider_tiktok.audience import FieldRules, PrepareOptions, UserPreparer, iter_batches
 
 CHUNK = 50_000
 OPTIONS = PrepareOptions(
-    {"email": "email", "phone": "phone", "idfa": "idfa"}, "user_id", FieldRules(default_phone_country="US")
+    {"email": "email", "phone": "phone", "idfa": "idfa"},
+    "user_id",
+    FieldRules(default_phone_country="US", phone_country_column="country"),
 )
+#: Share of users per country (the ``country`` column); a null country falls back to the default (US).
+COUNTRIES = {"US": 0.45, None: 0.05, "GB": 0.15, "DE": 0.1, "FR": 0.08, "BR": 0.07, "IN": 0.05, "JP": 0.05}
 
 
-def synthetic_chunks(users: int, seed: int = 7) -> Iterator[pd.DataFrame]:
-    """Realistic mix: mixed-case padded emails, 80 % E.164 phones and 20 % formatted, upper-case IDFAs."""
+def phone_templates(country: str | None) -> tuple[str, str]:
+    """E.164 and national format of the country's example mobile number, its last six digits as ``{}`` slots."""
+    example = phonenumbers.example_number_for_type(country or "US", phonenumbers.PhoneNumberType.MOBILE)
+    forms = []
+    for form in (phonenumbers.PhoneNumberFormat.E164, phonenumbers.PhoneNumberFormat.NATIONAL):
+        text = list(phonenumbers.format_number(example, form))
+        digits = [i for i, c in enumerate(text) if c.isdigit()][-6:]
+        for i in digits:
+            text[i] = "{}"
+        forms.append("".join(text))
+    return forms[0], forms[1]
+
+
+def synthetic_chunks(users: int, seed: int = 7, with_e164: bool = False) -> Iterator[pd.DataFrame]:
+    """Realistic mix: mixed-case padded emails; phones of seven countries named per row (80 % E.164, 20 % as
+    dialled nationally with the trunk prefix and punctuation); upper-case IDFAs."""
     rng = np.random.default_rng(seed)
+    codes = list(COUNTRIES)
+    templates = [phone_templates(c) for c in codes]
     for start in range(0, users, CHUNK):
         ids = np.arange(start, min(start + CHUNK, users))
-        numbers = rng.integers(2_000_000_000, 9_999_999_999, len(ids))
-        formatted = rng.random(len(ids)) < 0.2
+        country = rng.choice(len(codes), len(ids), p=list(COUNTRIES.values()))
+        tails = [f"{n:06d}" for n in rng.integers(0, 1_000_000, len(ids)).tolist()]
+        national = rng.random(len(ids)) < 0.2
+        e164 = [templates[c][0].format(*t) for c, t in zip(country.tolist(), tails, strict=True)]
         phones = [
-            f"({n // 10_000_000}) {n // 10_000 % 1000}-{n % 10_000:04d}" if f else f"+1{n}"
-            for n, f in zip(numbers.tolist(), formatted.tolist(), strict=True)
+            templates[c][1].format(*t) if n else e
+            for c, t, n, e in zip(country.tolist(), tails, national.tolist(), e164, strict=True)
         ]
         raw = rng.bytes(16 * len(ids))
         idfas = [str(uuid.UUID(bytes=raw[i * 16 : i * 16 + 16])).upper() for i in range(len(ids))]
-        yield pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "user_id": ids,
                 "email": [f" User.{i}@Example.com" for i in ids.tolist()],
                 "phone": phones,
+                "country": [codes[c] for c in country.tolist()],
                 "idfa": idfas,
             }
         )
+        if with_e164:
+            frame["e164"] = e164
+        yield frame
 
 
 def floor_seconds(frames: list[pd.DataFrame]) -> float:
@@ -56,7 +83,7 @@ def floor_seconds(frames: list[pd.DataFrame]) -> float:
     columns = []
     for frame in frames:
         columns.append([e.strip().lower() for e in frame["email"]])
-        columns.append(["+1" + "".join(c for c in p if c.isdigit())[-10:] for p in frame["phone"]])
+        columns.append(list(frame["e164"]))
         columns.append([i.lower() for i in frame["idfa"]])
     sha = hashlib.sha256
     started = time.perf_counter()
@@ -107,7 +134,7 @@ def main() -> None:
     if args.rss_child:
         rss_child(args.rss_child)
         return
-    frames = list(synthetic_chunks(args.users))
+    frames = list(synthetic_chunks(args.users, with_e164=True))
     # This machine is noisy: interleave the runs and keep each one's best of three.
     floors, ours_runs, two_runs = [], [], []
     for _ in range(3):

@@ -5,12 +5,21 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from airflow_provider_tiktok.audience.identifiers import FieldRules, MatchField, id_schema_for, prepare_field
+from airflow_provider_tiktok.audience.identifiers import (
+    FieldRules,
+    MatchField,
+    id_schema_for,
+    key_text,
+    prepare_field,
+)
+from airflow_provider_tiktok.audience.prepare import user_key_hashes
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError
 
 
@@ -20,6 +29,11 @@ def sha256(text: str) -> str:
 
 def md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
+
+
+def fullwidth(text: str) -> str:
+    """The fullwidth twin of ASCII text (U+FF01 onwards), as East Asian input methods type it."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
 
 
 def digests(values, field: MatchField, **rules) -> list[str | None]:
@@ -62,7 +76,7 @@ def test_gmail_canonicalisation_leaves_other_domains_alone():
     [
         ("+16577770000", "+16577770000"),
         (" +1 (657) 777-0000 ", "+16577770000"),
-        ("001 657 777 0000", "+16577770000"),
+        ("011 1 657 777 0000", "+16577770000"),
         ("(657) 777-0000", "+16577770000"),
         ("1-657-777-0000", "+16577770000"),
         ("657.777.0000", "+16577770000"),
@@ -81,8 +95,8 @@ def test_national_numbers_use_the_trunk_prefix_rule_of_the_country():
     [
         (
             "GB",
-            ["07700 900123", "7700900123", "447700900123", "+44 7700 900123", "0770090", "07700-9001x3"],
-            ["+447700900123", "+447700900123", "+447700900123", "+447700900123", None, None],
+            ["07700 900123", "7700900123", "447700900123", "+44 7700 900123", "077", "07700-900123 x3"],
+            ["+447700900123", "+447700900123", "+447700900123", "+447700900123", None, "+447700900123"],
         ),
         (
             "ES",
@@ -176,3 +190,145 @@ def test_parsing_a_dag_file_does_not_load_the_hashing_engine():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
     assert digests(["a@b.co"], MatchField.EMAIL) == [sha256("a@b.co")]  # and hashing loads it on demand
+
+
+@pytest.mark.parametrize(
+    ("country", "raw", "e164"),
+    [
+        ("GB", "+44 20 7946 0958", "+442079460958"),
+        ("GB", "0044 20 7946 0958", "+442079460958"),
+        ("US", "011 44 20 7946 0958", "+442079460958"),
+        ("CA", "011 44 20 7946 0958", "+442079460958"),
+        ("RU", "810 44 20 7946 0958", "+442079460958"),
+        ("GB", "020 7946 0958", "+442079460958"),
+        ("GB", "+44 (0)20 7946 0958", "+442079460958"),
+        ("US", "1 (650) 555-0002", "+16505550002"),
+        ("US", "(650) 555-0002 ext. 12", "+16505550002"),
+        ("US", "650-555-0002 x12", "+16505550002"),
+        ("US", "+1 650 555 0002;ext=12", "+16505550002"),
+        ("US", "tel:+1-650-555-0002", "+16505550002"),
+        ("GB", fullwidth("+44 20 7946 0958"), "+442079460958"),
+        ("GB", "+44\u200b20 7946 0958", "+442079460958"),
+        ("KE", "0712 123456", "+254712123456"),
+        ("AR", "011 15-2345-6789", "+5491123456789"),
+    ],
+)
+def test_phones_of_any_region_in_international_national_and_dialled_forms(country, raw, e164):
+    assert digests([raw], MatchField.PHONE, default_phone_country=country) == [sha256(e164)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["+999 123 4567", "+44 123", "+44 20 7946 0958 1234 5678", "00 44 20 7946 0958", "+", "n/a", "555-CALL-NOW"],
+)
+def test_plus_numbers_with_no_such_calling_code_or_length_and_foreign_prefixes_are_invalid(bad):
+    outcome = prepare_field(pd.Series([bad]), MatchField.PHONE, FieldRules(default_phone_country="US"))
+    assert outcome.present.tolist() == [True] and outcome.valid.tolist() == [False]
+
+
+def test_each_row_reads_national_numbers_in_its_own_country():
+    phones = pd.Series(["020 7946 0958", "(650) 555-0002", "06 12 34 56 78", "0712 123456", "0712 123456", "+33 6 12"])
+    countries = pd.Series(["GB", "us", None, " ke ", "XX", "FR"])
+    outcome = prepare_field(phones, MatchField.PHONE, FieldRules(default_phone_country="FR"), countries)
+    assert outcome.digests.to_pylist() == [
+        sha256("+442079460958"),
+        sha256("+16505550002"),
+        sha256("+33612345678"),  # no country: the default
+        sha256("+254712123456"),
+        None,  # a country nobody knows: invalid, never a crash
+        None,
+    ]
+    assert outcome.valid.tolist() == [True, True, True, True, False, False]
+
+
+def test_any_region_phonenumbers_knows_is_a_valid_default_and_others_are_refused():
+    assert FieldRules(default_phone_country="ke").default_phone_country == "ke"
+    with pytest.raises(TikTokConfigurationError, match="'ZZ' is not a region"):
+        FieldRules(default_phone_country="ZZ")
+
+
+def test_emails_lose_invisible_characters_and_fold_fullwidth_letters():
+    raw = ["\u200bJane@Example.com\ufeff", fullwidth("jane@example.com"), "ja\u00adne@example.com"]
+    assert digests(raw, MatchField.EMAIL) == [sha256("jane@example.com")] * 3
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "a" * 245 + "@example.com",  # 257 characters
+        "jane@localhost",
+        '["jane@example.com"]',
+        '"jane"@example.com',
+        "jane@example.com, joe@example.com",
+        ["jane@example.com"],
+        {"email": "jane@example.com"},
+    ],
+)
+def test_emails_that_are_too_long_dotless_or_not_one_scalar_address_are_invalid(bad):
+    outcome = prepare_field(pd.Series([bad, "ok@example.com"], dtype=object), MatchField.EMAIL, FieldRules())
+    assert outcome.present.tolist() == [True, True] and outcome.valid.tolist() == [False, True]
+
+
+def test_an_address_of_254_characters_is_still_valid():
+    address = "a" * 242 + "@example.com"
+    assert len(address) == 254 and digests([address], MatchField.EMAIL) == [sha256(address)]
+
+
+def test_gmail_canonicalisation_touches_only_gmail_and_googlemail():
+    raw = ["j.doe+x@gmail.com", "j.doe+x@gmail.co", "j.doe+x@mail.gmail.com"]
+    assert digests(raw, MatchField.EMAIL, normalize_gmail=True) == [
+        sha256("jdoe@gmail.com"),
+        sha256("j.doe+x@gmail.co"),
+        sha256("j.doe+x@mail.gmail.com"),
+    ]
+
+
+HOSTILE_CELLS = [
+    "\u200b\u200d\ufeff",  # invisible only: missing
+    "x" * 100_000,
+    ["+16505550002"],
+    {"phone": "+16505550002"},
+    b"\xff\xfe+1650",
+    Decimal("12.5"),
+    Decimal("NaN"),
+    float("inf"),
+    True,
+    np.bool_(False),
+    object(),
+]
+
+
+@pytest.mark.parametrize("field", list(MatchField))
+def test_hostile_cells_never_fail_a_chunk_and_never_count_as_valid(field):
+    good = {
+        MatchField.EMAIL: "ok@example.com",
+        MatchField.PHONE: "+16505550002",
+        MatchField.IDFA: "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+        MatchField.GAID: "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+    }[field]
+    outcome = prepare_field(pd.Series([*HOSTILE_CELLS, good], dtype=object), field, FieldRules())
+    assert outcome.valid.tolist() == [False] * len(HOSTILE_CELLS) + [True]
+    assert outcome.present.tolist() == [False, *[True] * 5, False, *[True] * 4, True]
+
+
+def test_numbers_of_any_type_are_read_as_their_digits():
+    cells = [6505550002.0, Decimal("6505550002"), np.int64(6505550002), np.float32(2.0**24), 6505550002, b"6505550002"]
+    outcome = prepare_field(pd.Series(cells, dtype=object), MatchField.PHONE, FieldRules(default_phone_country="US"))
+    assert outcome.digests.to_pylist() == [sha256("+16505550002")] * 3 + [None] + [sha256("+16505550002")] * 2
+
+
+def test_a_user_key_reads_the_same_whatever_type_a_chunk_gave_it():
+    keys = pd.Series([1, 1.0, Decimal(1), np.int64(1), "1", b"1"], dtype=object)
+    assert key_text(keys).to_pylist() == ["1"] * 6
+    assert len(set(user_key_hashes(keys).tolist())) == 1
+    assert user_key_hashes(pd.Series([1.0, 2.5]))[0] == user_key_hashes(pd.Series([1]))[0]
+    assert key_text(pd.Series([2.5, np.nan])).to_pylist() == ["2.5", None]
+    assert len(set(user_key_hashes(pd.Series(["007", "7", 7], dtype=object)).tolist())) == 2
+
+
+@pytest.mark.parametrize("dtype", ["float64", "Float64", pd.ArrowDtype(pa.float64())])
+def test_whole_numbers_of_any_float_dtype_are_read_as_digits(dtype):
+    values = pd.Series([16505550002.0, None, 1.5], dtype=dtype)
+    outcome = prepare_field(values, MatchField.PHONE, FieldRules(default_phone_country="US"))
+    assert outcome.digests.to_pylist() == [sha256("+16505550002"), None, None]
+    assert outcome.present.tolist() == [True, False, True]

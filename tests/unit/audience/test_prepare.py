@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+from decimal import Decimal
 
+import numpy as np
 import orjson
 import pandas as pd
 import pytest
@@ -139,8 +141,6 @@ def test_parallel_workers_give_the_same_batches_as_one():
 
 
 def test_compact_key_set_remembers_keys_across_merges():
-    import numpy as np
-
     keys = CompactKeySet()
     for start in range(0, 1000, 100):
         batch = np.arange(start, start + 100, dtype=np.uint64) * np.uint64(7919)
@@ -179,3 +179,103 @@ def test_every_user_is_accounted_for_once_and_no_raw_value_leaks(users, batch_si
             assert any(row)
             for digest in row:
                 assert digest is None or (HEX64.match(digest) and digest not in raw)
+
+
+def test_an_int_key_read_as_float_in_a_chunk_with_a_null_names_the_same_users():
+    first = frame([(1, "a@b.com", None, None), (2, "c@d.com", None, None), (3, "e@f.com", None, None)])
+    second = frame([(1.0, "other@b.com", None, None), (None, "g@h.com", None, None), (4.0, "i@j.com", None, None)])
+    assert second["user_id"].dtype == "float64"
+    counts, batches = run([first, second])
+    assert counts.prepared == sum(len(b) for b in batches) == 4
+    assert counts.not_synced == {"duplicate": 1, "missing_user_key": 1}
+
+
+def rejects_of(chunks, options=OPTIONS):
+    preparer = UserPreparer(options)
+    return [users.rejects.to_pylist() for users in preparer.prepare(chunks)], preparer.counts
+
+
+def test_each_chunk_lists_its_users_not_synced_by_key_reason_and_field_never_an_identifier():
+    first = frame(
+        [
+            (10, "a@b.com", None, None),
+            (11, None, None, None),
+            (12, "nope", "123", None),
+            (13, None, "123", "not-a-uuid"),
+            (None, "ok@example.com", None, None),
+        ]
+    )
+    second = frame([(10.0, "c@d.com", None, None), (14.5, " A@B.COM ", None, None), ("k-15", "e@f.com", None, None)])
+    rejects, counts = rejects_of([first, second])
+    assert rejects == [
+        [
+            {"user_key": "11", "reason": "missing_fields", "field": None},
+            {"user_key": "12", "reason": "invalid_email", "field": "email"},
+            {"user_key": "13", "reason": "invalid_phone", "field": "phone"},
+            {"user_key": None, "reason": "missing_user_key", "field": None},
+        ],
+        [
+            {"user_key": "10", "reason": "duplicate", "field": None},
+            {"user_key": "14.5", "reason": "duplicate", "field": None},
+        ],
+    ]
+    assert sum(len(r) for r in rejects) == sum(counts.not_synced.values())
+
+
+def test_device_id_rejects_name_which_device_id():
+    options = PrepareOptions({"gaid": "gaid"}, "user_id")
+    rejects, _ = rejects_of([pd.DataFrame({"user_id": ["u1"], "gaid": ["nope"]})], options)
+    assert rejects == [[{"user_key": "u1", "reason": "invalid_device_id", "field": "gaid"}]]
+
+
+def test_coverage_counts_prepared_users_carrying_each_identifier():
+    chunk = frame(
+        [
+            (1, "a@b.com", "+16505550002", None),
+            (2, "c@d.com", "bad", "6d92078a-8246-4ba4-ae5b-76104861e7dc"),
+            (3, None, "+16505550003", None),
+            (3, "dup@d.com", "+16505550004", None),  # a duplicate carries nothing to coverage
+            (4, "nope", None, None),  # not synced
+        ]
+    )
+    counts, _ = run([chunk])
+    assert counts.coverage == {"email": 2, "phone": 2, "idfa": 1, "gaid": 0}
+
+
+def test_phone_country_column_is_a_source_column_only_when_phones_are_matched():
+    rules = FieldRules(default_phone_country="US", phone_country_column="country")
+    assert PrepareOptions({"phone": "phone"}, "user_id", rules).source_columns == ["user_id", "phone", "country"]
+    assert PrepareOptions({"email": "email"}, "user_id", rules).source_columns == ["user_id", "email"]
+    with pytest.raises(TikTokConfigurationError, match=r"no column\(s\) \['country'\]"):
+        PrepareOptions({"phone": "phone"}, "user_id", rules).check_columns(["user_id", "phone"])
+
+
+def test_phones_are_read_in_each_users_country():
+    options = PrepareOptions({"phone": "phone"}, "user_id", FieldRules(phone_country_column="country"))
+    chunk = pd.DataFrame(
+        {
+            "user_id": [1, 2, 3, 4],
+            "phone": ["020 7946 0958", "(650) 555-0002", "+33 6 12 34 56 78", "0712 123456"],
+            "country": ["GB", "US", None, "Narnia"],
+        }
+    )
+    counts, batches = run([chunk], options)
+    assert [row[0] for row in batches[0].rows()] == [
+        sha256(p) for p in ("+442079460958", "+16505550002", "+33612345678")
+    ]
+    assert counts.not_synced == {"invalid_phone": 1}
+
+
+def test_hostile_cells_in_every_column_do_not_fail_the_chunk():
+    chunk = pd.DataFrame(
+        {
+            "user_id": [1, 2, 3, 4, 5, 6],
+            "email": ["\u200bok@example.com", ["a@b.com"], b"\xff@b.com", "x" * 100_000, Decimal("1"), None],
+            "phone": [None, None, None, None, None, 6505550002.0],
+            "idfa": [None, {"id": 1}, None, None, np.int64(5), None],
+        }
+    )
+    counts, batches = run([chunk])
+    assert counts.prepared == 2 and sum(len(b) for b in batches) == 2
+    assert counts.not_synced == {"invalid_email": 4}
+    assert batches[0].rows()[1] == (None, sha256("+16505550002"), None)
