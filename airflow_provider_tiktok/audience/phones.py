@@ -235,28 +235,17 @@ def _shortcut(text: pa.Array, positions: np.ndarray, valid: np.ndarray) -> tuple
     """Rows that the first digits settle, and their E.164 (null where impossible, and for other rows)."""
     rules = _rules()
     head, lengths = _head_bytes(text, 5)
+    digit = _digit_values(head)
     plus = valid & (head[:, 0] == ord("+")) & (head[:, 1] != ord("+"))
-    digit = np.where((head >= ord("0")) & (head <= ord("9")), head.astype(np.int64) - ord("0"), -1)
     code_position, code_length = _calling_code_of_heads(digit[:, 1:4])
-    region = np.maximum(positions, 0)
-    first_national = np.take_along_axis(digit, np.minimum(code_length + 1, 4)[:, None], axis=1)[:, 0]
+    first_national = digit[np.arange(len(digit)), np.minimum(code_length + 1, 4)]
     main = rules.main_position[np.maximum(code_position, 0)]
-    plus_fast = (
-        plus
-        & (code_position >= 0)
-        & (lengths > 3)
-        & ~rules.national_prefix_first[main, np.maximum(first_national, 0)]
-        & (first_national >= 0)
-    )
+    plus_fast = plus & (code_position >= 0) & (lengths > 3) & (first_national >= 0)
+    plus_fast &= ~rules.national_prefix_first[main, np.maximum(first_national, 0)]
+    region = np.maximum(positions, 0)
     first = np.maximum(digit[:, 0], 0)
-    national_fast = (
-        valid
-        & (digit[:, 0] >= 0)
-        & (positions >= 0)
-        & ~rules.idd_first[region, first]
-        & ~rules.national_prefix_first[region, first]
-        & (rules.calling_code_first[region] != first)
-    )
+    national_fast = valid & (digit[:, 0] >= 0) & (positions >= 0) & (rules.calling_code_first[region] != first)
+    national_fast &= ~rules.idd_first[region, first] & ~rules.national_prefix_first[region, first]
     national_length = np.where(plus_fast, lengths - 1 - code_length, lengths)
     main = np.where(national_fast, rules.main_of_region[region], main)
     fast = plus_fast | national_fast
@@ -279,6 +268,13 @@ def _head_bytes(values: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
     head = padded[starts[:, None] + np.arange(width)]
     head[np.arange(width) >= lengths[:, None]] = 0
     return head, lengths
+
+
+def _digit_values(head: np.ndarray) -> np.ndarray:
+    """Bytes as digit values, -1 for anything but an ASCII digit."""
+    digit = head.astype(np.int16) - ord("0")
+    digit[(digit < 0) | (digit > 9)] = -1
+    return digit
 
 
 def _calling_code_of_heads(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -404,10 +400,7 @@ def _lengths(values: pa.Array) -> np.ndarray:
 
 
 def _calling_code(digits: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    head, _ = _head_bytes(digits, 3)
-    return _calling_code_of_heads(
-        np.where((head >= ord("0")) & (head <= ord("9")), head.astype(np.int64) - ord("0"), -1)
-    )
+    return _calling_code_of_heads(_digit_values(_head_bytes(digits, 3)[0]))
 
 
 def _slice_from(values: pa.Array, starts: np.ndarray) -> pa.Array:
@@ -430,7 +423,7 @@ def _pattern(kind: str, positions: np.ndarray) -> str | None:
     return _combined_pattern(kind, present)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=512)  # keyed by the set of regions a chunk has: bounded, chunks vary
 def _combined_pattern(kind: str, positions: tuple[int, ...]) -> str | None:
     """One regex for the ``kind`` rule of the regions at ``positions``: prefix rules match at the start,
     ``general`` (the region's whole number pattern) must match the whole national number."""

@@ -271,7 +271,9 @@ class UserPreparer:
     def prepare(self, frames: Iterable[pd.DataFrame], *, workers: int = 1) -> Iterator[PreparedUsers]:
         """Yield usable users chunk by chunk, in input order (deterministic for a given order).
 
-        ``workers > 1`` prepares that many chunks at once on threads, to use more than one core.
+        Each ``PreparedUsers`` also carries ``rejects``: that chunk's users not synced, one row each, ready
+        to append in bulk to a rejects table. ``workers > 1`` prepares that many chunks at once on threads,
+        to use more than one core.
         """
         for result in map_chunks(frames, self.options, workers):
             yield self._deduplicate(result)

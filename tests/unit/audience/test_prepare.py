@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+from collections import Counter
 from decimal import Decimal
 
 import numpy as np
@@ -279,3 +280,15 @@ def test_hostile_cells_in_every_column_do_not_fail_the_chunk():
     assert counts.prepared == 2 and sum(len(b) for b in batches) == 2
     assert counts.not_synced == {"invalid_email": 4}
     assert batches[0].rows()[1] == (None, sha256("+16505550002"), None)
+
+
+@settings(max_examples=80, deadline=None)
+@given(users=users, split=st.integers(1, 40))
+def test_rejects_name_every_user_not_synced_once_by_key_never_by_identifier(users, split):
+    chunks = [frame(users[i : i + split]) for i in range(0, len(users), split)] or [frame([])]
+    rejects, counts = rejects_of(chunks)
+    rows = [row for chunk in rejects for row in chunk]
+    assert Counter(row["reason"] for row in rows) == counts.not_synced
+    keys = {str(key) for key, *_ in users if key is not None}
+    assert all((row["user_key"] is None) == (row["reason"] == "missing_user_key") for row in rows)
+    assert all(row["user_key"] is None or row["user_key"] in keys for row in rows)
