@@ -51,7 +51,7 @@ def api_ceiling(work: Path, seconds: float = 12.0) -> float:
     """Small batches so neither side's CPU is the limit: only latency and the limiter are."""
     with SandboxProcess(work / "ceiling.db", latency_ms=250, valid_after_seconds=0) as sandbox:
         os.environ["AIRFLOW_CONN_TIKTOK_BENCH"] = sandbox.connection_json()
-        hook = TikTokHook("tiktok_bench", request_gate=SlidingWindowLimiter(50), retry_limit=3)
+        hook = TikTokHook("tiktok_bench", request_gate=SlidingWindowLimiter(50), request_retry_limit=3)
         audience_id = hook.create_audience(sandbox.advertiser_id, "ceiling")
         digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(100)]
         import pyarrow as pa
