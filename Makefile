@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEMO_PORT ?= 8765
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint lock bench
+.PHONY: install demo test lint lock bench ui
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m demo.run --port $(DEMO_PORT)
+
+# After `make demo`: the demo's run and the TikTok audiences page in the Airflow UI (login admin/admin).
+UI_PORT ?= 8080
+ui: $(STAMP)
+	$(BIN)/python -m demo.ui --port $(UI_PORT) --emulator-port $(DEMO_PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

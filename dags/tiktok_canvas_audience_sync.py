@@ -63,6 +63,7 @@ with DAG(
 
     syncs = SyncAudienceOperator.partial(
         task_id="sync_step",
+        map_index_template="{{ task.audience_name }}",  # the UI labels each mapped sync by its audience
         tiktok_conn_id=CONFIG["tiktok_conn_id"],
         warehouse_conn_id=CONFIG["warehouse_conn_id"],
         advertiser_id=CONFIG["advertiser_id"],

@@ -1,8 +1,10 @@
 """The main job, end to end and offline: ``make demo`` (or ``python -m demo.run``).
 
-Starts the TikTok emulator on loopback, seeds a SQLite warehouse with synthetic journey entrants,
-runs ``airflow dags test tiktok_canvas_audience_sync`` for one day, prints the per-step metrics read
-back from the results table, and stops the emulator. Everything lives under ``.demo/``.
+Starts the TikTok emulator on loopback, seeds a SQLite warehouse with synthetic journey entrants of
+yesterday, runs ``airflow dags test tiktok_canvas_audience_sync`` for the latest daily interval, prints the
+per-step metrics read back from the results table, and stops the emulator. Everything lives under
+``.demo/``: connections in the metadata database, task logs where the API server reads them, DAGs
+unpaused, so ``make ui`` (``demo/ui.py``) shows the run, its logs and the "TikTok audiences" page.
 """
 
 from __future__ import annotations
@@ -14,17 +16,25 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from airflow_provider_tiktok.sandbox.__main__ import port_is_free
 from airflow_provider_tiktok.sandbox.process import SandboxProcess
 from demo.seed import seed
+from demo.ui import ui_is_running
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 DAG_ID = "tiktok_canvas_audience_sync"
-LOGICAL_DATE = "2026-11-02T00:00:00+00:00"  # its data interval is 2026-11-01, the seeded day
+DAG_IDS = (DAG_ID, "tiktok_loyalty_suppression", "tiktok_audience_refreshed")
+
+
+def latest_interval_end(now: datetime | None = None) -> datetime:
+    """Today 00:00 UTC: the daily run whose data interval (yesterday) has just closed."""
+    now = now or datetime.now(timezone.utc)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def airflow(env: dict[str, str], *args: str, quiet: bool = True) -> subprocess.CompletedProcess:
@@ -62,27 +72,44 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if pid := ui_is_running():
+        print(
+            f"`make ui` (pid {pid}) is using .demo/; a new demo would delete its database.\n"
+            "Stop it first (Ctrl-C in its terminal), then run make demo again.",
+            file=sys.stderr,
+        )
+        return 2
     shutil.rmtree(WORK, ignore_errors=True)
     (WORK / "airflow").mkdir(parents=True)
     warehouse = WORK / "warehouse.db"
+    logical_date = datetime.now(timezone.utc).replace(microsecond=0)  # its data interval: yesterday
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(WORK / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_TIKTOK_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(warehouse)}),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(WORK / "airflow" / "logs"),
     }
     print("1/5 preparing Airflow's metadata database ...", flush=True)
     airflow(env, "db", "migrate")
     airflow(env, "pools", "set", "tiktok_api", "4", "TikTok Marketing API budget (50 req/s shared)")
+    warehouse_conn = json.dumps({"conn_type": "sqlite", "host": str(warehouse)})
+    airflow(env, "connections", "add", "tiktok_warehouse", "--conn-json", warehouse_conn)  # for the UI
+    env["AIRFLOW_CONN_TIKTOK_WAREHOUSE"] = warehouse_conn  # and the same as env vars, which `dags test` reads
     print(f"2/5 seeding {args.entrants:,} synthetic entrants into {warehouse.relative_to(ROOT)} ...", flush=True)
-    seed(f"sqlite:///{warehouse}", args.entrants, days=1)
+    seed(f"sqlite:///{warehouse}", args.entrants, days=1, start=latest_interval_end(logical_date) - timedelta(days=1))
     print(f"3/5 starting the TikTok emulator on 127.0.0.1:{args.port} ...", flush=True)
     with SandboxProcess(WORK / "sandbox.db", port=args.port, valid_after_seconds=5) as sandbox:
+        airflow(env, "connections", "add", "tiktok_default", "--conn-json", sandbox.connection_json())
         env["AIRFLOW_CONN_TIKTOK_DEFAULT"] = sandbox.connection_json()
-        print(f"4/5 airflow dags test {DAG_ID} {LOGICAL_DATE} (log: .demo/dag-test.log) ...", flush=True)
+        airflow(env, "dags", "reserialize")
+        for dag_id in DAG_IDS:
+            airflow(env, "dags", "unpause", dag_id)
+        print(f"4/5 airflow dags test {DAG_ID} {logical_date.isoformat()} (log: .demo/dag-test.log) ...", flush=True)
         with open(WORK / "dag-test.log", "w") as log:
-            done = subprocess.run([AIRFLOW, "dags", "test", DAG_ID, LOGICAL_DATE], env=env, stdout=log, stderr=log)
+            command = [AIRFLOW, "dags", "test", DAG_ID, logical_date.isoformat()]
+            done = subprocess.run(command, env=env, stdout=log, stderr=log)
         if done.returncode != 0:
             print("The DAG run failed; the end of .demo/dag-test.log says:", file=sys.stderr)
             print(Path(WORK / "dag-test.log").read_text()[-3000:], file=sys.stderr)
@@ -93,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "\nAudiences in the emulator: " + ", ".join(f"{a['name']} ({a['members']} members)" for a in audiences.values())
     )
+    print("\nNext: `make ui` opens this run, its logs and the TikTok audiences page in the Airflow UI.")
     return 0
 
 
