@@ -191,10 +191,15 @@ def _cell_text(cell: object, key: bool) -> str | None:
         return str(cell) if key else UNREADABLE
     if isinstance(cell, int | np.integer):
         return str(int(cell))
-    if isinstance(cell, float | np.floating | Decimal):
-        if cell != cell:  # NaN, also Decimal("NaN")
+    if isinstance(cell, Decimal):
+        if cell.is_nan():  # comparing a signalling NaN would raise
             return None
-        if math.isfinite(cell) and cell == int(cell):
+        if cell.is_finite() and cell == cell.to_integral_value():
+            return str(int(cell))
+    elif isinstance(cell, float | np.floating):
+        if math.isnan(cell):
+            return None
+        if math.isfinite(cell) and cell.is_integer():
             return str(int(cell))
     return str(cell) if key else UNREADABLE
 
