@@ -1,9 +1,10 @@
 """Our vectorised phone rules against ``phonenumbers`` itself, over every region it knows.
 
-The corpus: each region's example number of each type, with its last digits varied, written in E.164, national,
-international, ``00``/``011`` (dialled from another region), RFC 3966, punctuated, with an extension,
-fullwidth, and broken (a digit dropped or added, a calling code that does not exist, digits cut short, a letter typo).
-The reference verdict for a string and its row's region is ``phonenumbers.parse`` → ``is_possible_number`` → E.164.
+The corpus: each region's example number of each type (and of each non-geographic calling code), its last
+digits varied, written in E.164, national, international, ``00``/``011`` (dialled from another region),
+RFC 3966, punctuated, with an extension, fullwidth, and broken (a digit dropped or added, a calling code that
+does not exist, digits cut short, a letter typo). The reference verdict for a string and its row's region is
+``phonenumbers.parse`` → ``is_possible_number`` → E.164.
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ def corpus() -> list[tuple[str, str, str]]:
                 continue
             for _ in range(VARIANTS_PER_EXAMPLE):
                 rows.extend(written_forms(vary(example, rng), region, rng))
+    for code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS):  # +800 freephone, +882 networks, …
+        example = phonenumbers.example_number_for_non_geo_entity(code)
+        for _ in range(VARIANTS_PER_EXAMPLE):
+            rows.extend(written_forms(vary(example, rng), rng.choice(REGIONS), rng))
     return rows
 
 
