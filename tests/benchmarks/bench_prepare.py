@@ -2,8 +2,10 @@
 
     .venv/bin/python tests/benchmarks/bench_prepare.py [--users 1000000] [--big 5000000]
 
-Prints users/s, the ratio to the floor (goal <= 1.5), the speed-up with two worker threads, and peak RSS of a
-streaming run at each size (goal: within 1.5x of each other). Figures, not assertions.
+Users carry an email, a phone (seven countries, named per row in a ``country`` column; 20 % written nationally)
+and an IDFA. Prints users/s (goal >= 400,000 on one thread), the ratio to the floor (goal <= 1.5), the speed-up
+with two worker threads, and peak RSS of a streaming run at each size (goal: within 1.5x of each other).
+Figures, not assertions.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ def main() -> None:
         ("users/s, 1 thread", f"{args.users / ours:,.0f}"),
         ("ratio to floor (goal <= 1.5)", f"{ours / floor:.2f}"),
         ("cores used by the 1-thread run (CPU s / wall s)", f"{ours_cpu / ours:.2f}"),
+        ("users per CPU second, 1 thread (what a shared machine hides)", f"{args.users / ours_cpu:,.0f}"),
         ("prepare, 2 worker threads, best of 3, s", f"{two:.2f}"),
         ("speed-up with 2 worker threads", f"{ours / two:.2f}x"),
         (f"peak RSS streaming {args.users:,}, MB", f"{small['peak_rss_mb']}"),
