@@ -45,7 +45,12 @@ MAX_NATIONAL_LENGTH = 17
 MIN_NATIONAL_LENGTH = 2
 NO_REGION = -1
 
-EXTENSION_PATTERN = r"(?i)(?:;ext=[0-9]{1,20}|[ \t,]*(?:e?xt(?:ension)?n?|[x#~])[:.]?[ \t,-]*[0-9]{1,20}#?)$"
+#: As ``phonenumbers`` reads extensions: up to 20 digits after ``;ext=`` or ``ext``, up to 9 after ``x # ~``.
+EXTENSION_PATTERN = (
+    r"(?i)(?:;ext=[0-9]{1,20}"
+    r"|[ \t,]*e?xt(?:ension)?n?[:.]?[ \t,-]*[0-9]{1,20}#?"
+    r"|[ \t,]*[x#~][:.]?[ \t,-]*[0-9]{1,9}#?)$"
+)
 PUNCTUATION_PATTERN = r"[\s\x{00AD}\x{200B}\x{2060}\-\.\(\)/\[\]~\x{2010}-\x{2015}\x{2212}\x{30FC}\x{2053}\x{223C}]"
 PLAIN_NUMBER_PATTERN = r"^\+*[0-9]+$"
 SIMPLE_NUMBER_PATTERN = r"^\+?[0-9]+$"

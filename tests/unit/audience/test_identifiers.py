@@ -219,7 +219,16 @@ def test_phones_of_any_region_in_international_national_and_dialled_forms(countr
 
 @pytest.mark.parametrize(
     "bad",
-    ["+999 123 4567", "+44 123", "+44 20 7946 0958 1234 5678", "00 44 20 7946 0958", "+", "n/a", "555-CALL-NOW"],
+    [
+        "+999 123 4567",
+        "+44 123",
+        "+44 20 7946 0958 1234 5678",
+        "00 44 20 7946 0958",
+        "+",
+        "n/a",
+        "555-CALL-NOW",
+        "650-555-0002 x1234567890",  # ten digits after "x" are no extension
+    ],
 )
 def test_plus_numbers_with_no_such_calling_code_or_length_and_foreign_prefixes_are_invalid(bad):
     outcome = prepare_field(pd.Series([bad]), MatchField.PHONE, FieldRules(default_phone_country="US"))
