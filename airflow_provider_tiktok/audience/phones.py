@@ -103,8 +103,10 @@ def _rules() -> _Rules:
         calling_code_by_value=by_value,
         main_of_region=np.array([main_of_code[m.country_code] for m in metadata], dtype=np.int64),
         calling_code_first=np.array([int(str(m.country_code)[0]) for m in metadata], dtype=np.int64),
-        idd_first=np.array([_first_digits(m.international_prefix) for m in metadata], dtype=bool),
-        national_prefix_first=np.array([_first_digits(m.national_prefix_for_parsing) for m in metadata], dtype=bool),
+        idd_first=np.array([_first_digits(m.international_prefix, False) for m in metadata], dtype=bool),
+        national_prefix_first=np.array(
+            [_first_digits(m.national_prefix_for_parsing, True) for m in metadata], dtype=bool
+        ),
         metadata=tuple(metadata),
         region_codes=pa.array(regions + [None] * len(entities), pa.string()),
         tags=pa.array([f"{i:03d}" for i in range(len(metadata) + 1)], pa.string()),
@@ -117,14 +119,18 @@ def _rules() -> _Rules:
     )
 
 
-def _first_digits(pattern: str | None) -> list[bool]:
-    """Per digit: can a non-empty match of ``pattern`` start with it. Read from the regex's parse tree;
-    every digit when the tree holds something this does not follow (a superset is always safe)."""
+def _first_digits(pattern: str | None, empty_match_strips_nothing: bool) -> list[bool]:
+    """Per digit: can a match of ``pattern`` at the start of a number starting with it change the number.
+    Read from the regex's parse tree; every digit when the tree holds something this does not follow, or
+    when the pattern can match empty and that would matter (a superset is always safe). An empty national
+    prefix match (AR's) strips nothing; an empty international prefix match would read a calling code."""
     if not pattern:
         return [False] * 10
     try:
-        first, _ = _first_of_sequence(_regex_parser.parse(pattern))
+        first, can_be_empty = _first_of_sequence(_regex_parser.parse(pattern))
     except _Unfollowed:
+        first, can_be_empty = set(_DIGITS), True
+    if can_be_empty and not empty_match_strips_nothing:
         first = set(_DIGITS)
     return [d in first for d in _DIGITS]
 

@@ -10,6 +10,7 @@ does not exist, digits cut short, a letter typo). The reference verdict for a st
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 
 import phonenumbers
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pytest
 from phonenumbers import PhoneMetadata, PhoneNumberFormat, PhoneNumberType
 
-from airflow_provider_tiktok.audience.phones import normalise_phones, region_positions
+from airflow_provider_tiktok.audience.phones import _rules, normalise_phones, region_positions
 
 TYPES = [t for t in vars(PhoneNumberType).values() if isinstance(t, int) and t >= 0]
 VARIANTS_PER_EXAMPLE = 9
@@ -140,3 +141,19 @@ def test_a_letter_in_a_number_is_refused_where_phonenumbers_guesses():
     ours, _ = normalise_phones(texts, region_positions(None, "GB", 2))
     assert ours.to_pylist() == [None, None]
     assert [reference(t, "GB") for t in texts.to_pylist()] == ["+44207946095", "+16572220000"]
+
+
+def test_first_digit_tables_never_hide_a_prefix_that_could_match():
+    """The shortcut trusts these tables: a digit marked False must never start a prefix that changes a number."""
+    rules = _rules()
+    rng = random.Random(3)
+    tails = ["".join(rng.choice("0123456789") for _ in range(rng.randint(0, 16))) for _ in range(300)]
+    for position, metadata in enumerate(rules.metadata):
+        for table, pattern, empty_is_harmless in (
+            (rules.idd_first, metadata.international_prefix, False),
+            (rules.national_prefix_first, metadata.national_prefix_for_parsing, True),
+        ):
+            for digit in (d for d in range(10) if pattern and not table[position, d]):
+                for tail in tails:
+                    match = re.match(pattern, str(digit) + tail)
+                    assert match is None or (empty_is_harmless and match.end() == 0), (metadata.id, pattern, tail)
