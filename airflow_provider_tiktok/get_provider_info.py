@@ -64,7 +64,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "TikTok Marketing API",
-                "python-modules": ["airflow_provider_tiktok.operators.tiktok"],
+                "python-modules": [
+                    "airflow_provider_tiktok.operators.tiktok",
+                    "airflow_provider_tiktok.operators.lifecycle",
+                ],
             }
         ],
         "sensors": [

@@ -3,12 +3,14 @@ needs — the default ad account, the token's access check, audiences by id or e
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
+import mimetypes
 import re
 import ssl
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -48,6 +50,11 @@ AUDIENCE_PAGE_SIZE = 100
 AUDIENCE_GET_CHUNK = 100
 #: The words our users write (``add``/``remove``) and the API's ``segment/mapping`` actions.
 MAPPING_ACTIONS = {"add": "add", "remove": "delete"}
+FileAction = Literal["APPEND", "REMOVE", "REPLACE"]
+FILE_ACTIONS: tuple[FileAction, ...] = ("APPEND", "REMOVE", "REPLACE")
+LookalikeSize = Literal["NARROW", "BALANCED", "BROAD"]
+MAX_IDS_PER_DELETE = 100
+MAX_IDS_PER_SHARE = 10
 _HOST = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
@@ -342,21 +349,31 @@ class TikTokHook(BaseHook):
         *,
         params: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
         authenticated: bool = True,
     ) -> dict[str, Any]:
-        """Send one API call with retries; return the envelope's ``data`` or raise a typed error."""
-        payload = orjson.dumps(body) if body is not None else None
-        headers = {"Access-Token": self._access_token()} if authenticated else {}
+        """Send one API call with retries; return the envelope's ``data`` or raise a typed error.
+
+        With ``files`` (``{field: (file name, content, media type)}``) the call is multipart: ``body``
+        becomes its form fields and the session's JSON content type gives way to the multipart one.
+        """
+        headers: dict[str, str | None] = {"Access-Token": self._access_token()} if authenticated else {}
+        payload: bytes | dict[str, Any] | None
+        if files is not None:
+            payload, headers["Content-Type"] = body, None  # None drops the session's header for this request
+        else:
+            payload = orjson.dumps(body) if body is not None else None
         retrying = tenacity.Retrying(**self._retry_args)
-        return retrying(self._send_once, method, endpoint, params, payload, headers)
+        return retrying(self._send_once, method, endpoint, params, payload, headers, files)
 
     def _send_once(
         self,
         method: str,
         endpoint: str,
         params: dict[str, Any] | None,
-        payload: bytes | None,
-        headers: dict[str, str],
+        payload: bytes | dict[str, Any] | None,
+        headers: dict[str, str | None],
+        files: dict[str, tuple[str, bytes, str]] | None = None,
     ) -> dict[str, Any]:
         session = self.get_conn()
         if self.request_gate is not None:
@@ -364,7 +381,13 @@ class TikTokHook(BaseHook):
         self.stats.add(requests=1)
         try:
             response = session.request(
-                method, self.api_base_url + endpoint, params=params, data=payload, headers=headers, timeout=self.timeout
+                method,
+                self.api_base_url + endpoint,
+                params=params,
+                data=payload,
+                files=files,
+                headers=headers,
+                timeout=self.timeout,
             )
         except _REQUESTS_FAILURES as err:  # incl. a connection cut mid-body (ChunkedEncodingError)
             raise network_error(err, endpoint, self.api_base_url) from None
@@ -463,12 +486,19 @@ class TikTokHook(BaseHook):
         return str(data["audience_id"])
 
     def create_audience_once(
-        self, advertiser_id: str, name: str, *, lock: AbstractContextManager[Any] | None = None
+        self,
+        advertiser_id: str,
+        name: str,
+        *,
+        lock: AbstractContextManager[Any] | None = None,
+        create: Callable[[str, str], str] | None = None,
     ) -> str:
         """Find ``name`` or create it, so that racing tasks end with one audience.
 
         ``lock`` (e.g. the shared store's creation lock) makes the race rare; converging on the oldest
         audience of that name, and deleting our own duplicate, keeps the end state right without it.
+        ``create(advertiser_id, name)`` makes the audience (default: an empty Segment API audience; the
+        customer-file path and lookalikes pass their own).
         """
         with lock or nullcontext():
             existing = self.find_audience(advertiser_id, audience_name=name)
@@ -479,7 +509,7 @@ class TikTokHook(BaseHook):
                     f"Advertiser {advertiser_id} already has {MAX_AUDIENCES_PER_ADVERTISER} audiences (TikTok's cap); "
                     "delete unused ones or sync into an existing audience."
                 )
-            created = self.create_audience(advertiser_id, name)
+            created = (create or self.create_audience)(advertiser_id, name)
             winner = self.find_audience(advertiser_id, audience_name=name)
         winner_id = str(winner["audience_id"]) if winner else created
         if winner_id != created:
@@ -520,6 +550,142 @@ class TikTokHook(BaseHook):
                     err.code, f"audience {', '.join(gone)} no longer exists", endpoint=err.endpoint
                 ) from None
             raise
+
+    # --- customer files and lifecycle -----------------------------------------------------
+    # Shapes as TikTok's official SDK (``business_api_client.AudienceApi``) sends them.
+
+    def upload_audience_file(self, advertiser_id: str, calculate_type: str, content: bytes, file_name: str) -> str:
+        """Upload one customer file (one digest a line); returns the ``file_path`` that create and
+        update take. Uploading the same content again is harmless: it only yields another path."""
+        form = {
+            "advertiser_id": advertiser_id,
+            "calculate_type": calculate_type,
+            "file_name": file_name,
+            "file_signature": hashlib.md5(content, usedforsecurity=False).hexdigest(),
+        }
+        files = {"file": (file_name, content, mimetypes.guess_type(file_name)[0] or "application/octet-stream")}
+        data = self.call("POST", "dmp/custom_audience/file/upload/", body=form, files=files)
+        return str(data["file_path"])
+
+    def create_audience_from_files(
+        self,
+        advertiser_id: str,
+        name: str,
+        calculate_type: str,
+        file_paths: Sequence[str],
+        *,
+        retention_in_days: int | None = None,
+        audience_sub_type: Literal["NORMAL", "REACH_FREQUENCY"] = "NORMAL",
+        audience_enhancement: bool = False,
+    ) -> str:
+        """A Customer File audience from uploaded files, all of ``calculate_type``; its id."""
+        check_audience_name(name)  # 70, not 128: findable by name on both APIs
+        body: dict[str, Any] = {
+            "advertiser_id": advertiser_id,
+            "audience_enhancement": audience_enhancement,
+            "audience_sub_type": audience_sub_type,
+            "calculate_type": calculate_type,
+            "custom_audience_name": name,
+            "file_paths": list(file_paths),
+        }
+        if retention_in_days is not None:
+            body["retention_in_days"] = retention_in_days
+        return str(self.call("POST", "dmp/custom_audience/create/", body=body)["custom_audience_id"])
+
+    def update_audience_files(
+        self, advertiser_id: str, audience_id: str, action: FileAction, file_paths: Sequence[str]
+    ) -> None:
+        """APPEND, REMOVE or REPLACE members with uploaded files. TikTok refuses (and changes nothing)
+        when the audience would hold fewer than 1,000 users afterwards."""
+        if action not in FILE_ACTIONS:
+            raise TikTokConfigurationError(f"action must be one of {', '.join(FILE_ACTIONS)}, not {action!r}.")
+        body = {
+            "action": action,
+            "advertiser_id": advertiser_id,
+            "custom_audience_id": str(audience_id),
+            "file_paths": list(file_paths),
+        }
+        self.call("POST", "dmp/custom_audience/update/", body=body)
+
+    def rename_audience(self, advertiser_id: str, audience_id: str, name: str) -> None:
+        check_audience_name(name)  # 70, not 128: findable by name on both APIs
+        body = {"advertiser_id": advertiser_id, "custom_audience_id": str(audience_id), "custom_audience_name": name}
+        self.call("POST", "dmp/custom_audience/update/", body=body)
+
+    def delete_audiences(self, advertiser_id: str, audience_ids: Sequence[str]) -> None:
+        """Delete the advertiser's own audiences, 100 per call (TikTok's limit)."""
+        for chunk in _chunks(audience_ids, MAX_IDS_PER_DELETE):
+            body = {"advertiser_id": advertiser_id, "custom_audience_ids": chunk}
+            self.call("POST", "dmp/custom_audience/delete/", body=body)
+
+    def create_lookalike(
+        self,
+        advertiser_id: str,
+        name: str,
+        source_audience_id: str,
+        *,
+        location_ids: Sequence[str],
+        audience_size: LookalikeSize = "BALANCED",
+        include_source: bool = False,
+        mobile_os: Literal["ALL", "ANDROID", "IOS"] = "ALL",
+        placements: Sequence[str] = ("TIKTOK",),
+    ) -> str:
+        """A lookalike of a seed audience (not itself a lookalike; TikTok wants at least 100 members); its id."""
+        check_audience_name(name)  # 70, not 128: findable by name on both APIs
+        if not location_ids:
+            raise TikTokConfigurationError("A lookalike needs at least one location id (TikTok's lookalike locations).")
+        spec = {
+            "audience_size": audience_size,
+            "include_source": include_source,
+            "location_ids": [str(location) for location in location_ids],
+            "mobile_os": mobile_os,
+            "placements": list(placements),
+            "source_audience_id": str(source_audience_id),
+        }
+        body = {"advertiser_id": advertiser_id, "custom_audience_name": name, "lookalike_spec": spec}
+        return str(self.call("POST", "dmp/custom_audience/lookalike/create/", body=body)["custom_audience_id"])
+
+    def refresh_lookalikes(self, advertiser_id: str, audience_ids: Sequence[str]) -> None:
+        """Recompute lookalikes from their seeds' current members."""
+        for chunk in _chunks(audience_ids, MAX_IDS_PER_DELETE):
+            body = {"advertiser_id": advertiser_id, "custom_audience_ids": chunk}
+            self.call("POST", "dmp/custom_audience/lookalike/update/", body=body)
+
+    def share_audiences(
+        self, advertiser_id: str, audience_ids: Sequence[str], shared_advertiser_ids: Sequence[str]
+    ) -> None:
+        """Share audiences with other ad accounts of the same Business Center (1-10 of each per call)."""
+        for audiences in _chunks(audience_ids, MAX_IDS_PER_SHARE):
+            for targets in _chunks(shared_advertiser_ids, MAX_IDS_PER_SHARE):
+                body = {
+                    "advertiser_id": advertiser_id,
+                    "custom_audience_ids": audiences,
+                    "shared_advertiser_ids": targets,
+                }
+                self.call("POST", "dmp/custom_audience/share/", body=body)
+
+    def cancel_share(self, advertiser_id: str, audience_id: str, shared_advertiser_id: str) -> None:
+        body = {
+            "advertiser_id": advertiser_id,
+            "custom_audience_id": str(audience_id),
+            "shared_advertiser_id": str(shared_advertiser_id),
+        }
+        self.call("POST", "dmp/custom_audience/share/cancel/", body=body)
+
+    def active_adgroups(self, advertiser_id: str, audience_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Audience id -> the enabled ad groups it is applied to now, from ``apply/log/`` (the latest
+        application of each; the advertiser must own the audiences). Audiences in none are left out."""
+        applied: dict[str, list[str]] = {}
+        for chunk in _chunks(audience_ids, AUDIENCE_GET_CHUNK):
+            page: int | None = 1
+            while page is not None:
+                params = {**_get_params(advertiser_id, chunk), "page": page, "page_size": AUDIENCE_PAGE_SIZE}
+                data = self.call("GET", "dmp/custom_audience/apply/log/", params=params)
+                for row in data.get("list") or []:
+                    if str(row.get("action", "")).upper() == "APPLY" and row.get("operation_status") == "ENABLE":
+                        applied.setdefault(str(row["custom_audience_id"]), []).append(str(row["adgroup_id"]))
+                page = _next_page(data, page)
+        return applied
 
     # --- async (triggerer) -------------------------------------------------------------------
 
@@ -592,6 +758,12 @@ def check_audience_name(name: str) -> None:
             f"Audience name must be 1-{MAX_AUDIENCE_NAME_LENGTH} characters (TikTok cuts longer ones, "
             f"which would break finding it again by name); got {len(name or '')}."
         )
+
+
+def _chunks(values: Sequence[str], size: int) -> Iterator[list[str]]:
+    items = [str(v) for v in values]
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def oldest_named(audiences: Iterable[dict[str, Any]], name: str) -> dict[str, Any] | None:
