@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -43,6 +44,38 @@ def airflow(env: dict[str, str], *args: str, quiet: bool = True) -> subprocess.C
         tail = (done.stdout or "")[-4000:] + (done.stderr or "")[-2000:] if quiet else ""
         raise SystemExit(f"`airflow {' '.join(args)}` failed (exit {done.returncode})\n{tail}")
     return done
+
+
+TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(?P<task_id>\S+) map_index=(?P<map_index>-?\d+)")
+TASK_END = re.compile(r"\[DAG TEST\] end task task_id=\S+ map_index=-?\d+")
+RUN_ID = re.compile(r"DagRun Finished: .*?run_id=(?P<run_id>[^,\s]+),")
+
+
+def write_task_logs(dag_test_log: str, logs: Path, dag_id: str) -> list[Path]:
+    """Split ``airflow dags test`` output into one file per task, where the API server looks for task logs.
+
+    ``dags test`` runs every task in its own process and prints their logs, one task after the other,
+    between ``[DAG TEST] starting`` / ``end task`` lines; the UI reads ``<base_log_folder>/dag_id=.../
+    run_id=.../task_id=.../[map_index=N/]attempt=1.log`` (the default ``log_filename_template``).
+    """
+    found = RUN_ID.search(dag_test_log)
+    if not found:
+        return []
+    run_dir = logs / f"dag_id={dag_id}" / f"run_id={found['run_id']}"
+    written, current, lines = [], None, []
+    for line in dag_test_log.splitlines(keepends=True):
+        if start := TASK_START.search(line):
+            current, lines = start, []
+        if current is not None:
+            lines.append(line)
+        if current is not None and TASK_END.search(line):
+            mapped = f"map_index={current['map_index']}/" if int(current["map_index"]) >= 0 else ""
+            path = run_dir / f"task_id={current['task_id']}" / mapped / "attempt=1.log"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(lines))
+            written.append(path)
+            current = None
+    return written
 
 
 def metrics_table(warehouse: Path, run_id_like: str = "%") -> str:
@@ -115,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             print(Path(WORK / "dag-test.log").read_text()[-3000:], file=sys.stderr)
             return done.returncode
         audiences = sandbox.stats()["audiences"]
+    write_task_logs((WORK / "dag-test.log").read_text(), WORK / "airflow" / "logs", DAG_ID)
     print("5/5 per-step metrics, read back from the results table:\n")
     print(metrics_table(warehouse))
     print(

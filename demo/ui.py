@@ -28,7 +28,7 @@ PIDFILE = WORK / "ui.pid"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 LOGIN = ("admin", "admin")
 RESULTS_SOURCES = "tiktok_warehouse:tiktok_audience_sync_results"
-COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+COMPONENTS = ("scheduler", "dag-processor", "triggerer")
 PLUGIN_SHIM = '''"""Loads the TikTok UI plugin when the installed package does not register it by entry point."""
 
 from importlib.metadata import entry_points
@@ -108,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             SandboxProcess(WORK / "sandbox.db", port=args.emulator_port, valid_after_seconds=5),
             open(WORK / "ui.log", "w") as log,
         ):
+            api = [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(args.port)]
+            processes.append(subprocess.Popen(api, env=env, stdout=log, stderr=log))
+            wait_until_healthy(base_url)  # first: tasks the scheduler starts report to its execution API
             for component in COMPONENTS:
                 processes.append(subprocess.Popen([AIRFLOW, component], env=env, stdout=log, stderr=log))
-            wait_until_healthy(base_url)
             print(
                 f"\nAirflow UI:          {base_url}/   (login {LOGIN[0]} / {LOGIN[1]}, local only)\n"
                 f"TikTok audiences:    {base_url}/plugin/tiktok-audiences\n"

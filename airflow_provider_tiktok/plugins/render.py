@@ -82,11 +82,11 @@ def _airflow_link(row: Mapping[str, Any], ui_root: str, text: str) -> str:
     return f'<a href="{escape(path)}" data-airflow-path>{escape(text)}</a>'
 
 
-def _ads_manager_link(row: Mapping[str, Any]) -> str:
+def _ads_manager_link(row: Mapping[str, Any], separator: str = "") -> str:
     if not (row.get("advertiser_id") and row.get("audience_id")):
         return ""
     url = audience_url(row["advertiser_id"], row["audience_id"])
-    return f'<a href="{escape(url)}" target=_blank rel="noopener noreferrer">Ads Manager ↗</a>'
+    return f'{separator}<a href="{escape(url)}" target=_blank rel="noopener noreferrer">Ads Manager ↗</a>'
 
 
 def _audience_href(prefix: str, row: Mapping[str, Any]) -> str:
@@ -234,7 +234,8 @@ def audience_page(
     body = (
         f'<header><a class=back href="{escape(prefix)}/audiences">← All audiences</a><h1>{escape(name)}</h1>'
         f"<p class=sub>{status_badge(latest.get('status'))} latest sync {escape(_short_time(when(latest)))} UTC · "
-        f"{escape(latest.get('dag_id') or '')} · {_airflow_link(latest, ui_root, 'Task')} {_ads_manager_link(latest)}"
+        f"{escape(latest.get('dag_id') or '')} · {_airflow_link(latest, ui_root, 'Task')}"
+        f"{_ads_manager_link(latest, ' · ')}"
         f"</p></header>{_figures(latest, columns)}{size_table}"
         f"<h2>Across {len(history)} runs</h2>{chart(history, columns)}"
         f"<h2>Not synced and errored, latest sync</h2>{reasons_table(latest)}"
@@ -258,7 +259,7 @@ def run_page(
             f"{status_badge(r.get('status'))}"
             f"</h2><p class=sub>{escape(r.get('task_id') or '')}"
             f"{'' if r.get('map_index', -1) < 0 else ' [' + str(r['map_index']) + ']'} · "
-            f"{escape(_short_time(when(r)))} UTC · {_airflow_link(r, ui_root, 'Task')} {_ads_manager_link(r)}</p>"
+            f"{escape(_short_time(when(r)))} UTC · {_airflow_link(r, ui_root, 'Task')}{_ads_manager_link(r, ' · ')}</p>"
             f"{_figures(r, columns)}{reasons_table(r)}</section>"
             for r in run_rows
         )

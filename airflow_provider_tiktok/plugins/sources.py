@@ -86,23 +86,29 @@ class _Cached:
     checked_at: float = float("-inf")
     full_read_at: float = float("-inf")
     error: str | None = None
+    first_read: threading.Event = field(default_factory=threading.Event)
 
 
 class ResultsCache:
-    """Raw rows of every source. After one full read, only rows updated since are fetched (at most every
-    ``ttl`` seconds); a full re-read every ``full_ttl`` drops deleted rows. A failing source becomes a notice."""
+    """Raw rows of every source. The first read of a source is a full one; after it, pages are answered from
+    memory while a background thread fetches only rows updated since (at most every ``ttl`` seconds) and,
+    every ``full_ttl``, re-reads everything to drop deleted rows. A failing source becomes a notice."""
 
     def __init__(
         self,
         ttl: float = 10.0,
         full_ttl: float = 600.0,
         reader: Callable[[ResultsSource, str | None], list[dict[str, Any]]] = read_table,
+        background: bool = True,
     ):
-        self.ttl, self.full_ttl, self.reader = ttl, full_ttl, reader
+        self.ttl, self.full_ttl, self.reader, self.background = ttl, full_ttl, reader, background
         self._lock = threading.Lock()
         self._cached: dict[ResultsSource, _Cached] = {}
+        self._refreshing: set[ResultsSource] = set()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiktok-results")
 
-    def _refresh(self, source: ResultsSource, cached: _Cached, now: float) -> None:
+    def _refresh(self, source: ResultsSource, cached: _Cached) -> None:
+        now = time.monotonic()
         incremental = cached.newest is not None and now - cached.full_read_at < self.full_ttl
         try:
             fresh = self.reader(source, cached.newest if incremental else None)
@@ -114,27 +120,43 @@ class ResultsCache:
                 f"({type(failure).__name__}); see the API server's log."
             )
         else:
-            if not incremental:
-                cached.rows, cached.full_read_at = {}, now
-            cached.rows.update((_row_key(row), row) for row in fresh)
+            rows = dict(cached.rows) if incremental else {}  # swapped in whole: readers never see it half-built
+            rows.update((_row_key(row), row) for row in fresh)
             stamps = [str(row["updated_at"]) for row in fresh if row.get("updated_at") is not None]
             cached.newest = max([*stamps, *([cached.newest] if cached.newest else [])], default=None)
-            cached.error = None
-        cached.checked_at = now
+            cached.rows, cached.error = rows, None
+            if not incremental:
+                cached.full_read_at = now
+        cached.checked_at = time.monotonic()
+        cached.first_read.set()
+        with self._lock:
+            self._refreshing.discard(source)
 
     def rows(self, sources: Sequence[ResultsSource]) -> tuple[list[dict[str, Any]], list[str]]:
         rows: list[dict[str, Any]] = []
         errors: list[str] = []
-        with self._lock:
-            for source in sources:
+        for source in sources:
+            with self._lock:
                 cached = self._cached.setdefault(source, _Cached())
-                now = time.monotonic()
-                if now - cached.checked_at > self.ttl:
-                    self._refresh(source, cached, now)
-                rows.extend(cached.rows.values())
-                if cached.error:
-                    errors.append(cached.error)
+                stale = time.monotonic() - cached.checked_at > self.ttl and source not in self._refreshing
+                if stale:
+                    self._refreshing.add(source)
+            if stale and self.background and cached.first_read.is_set():
+                self._executor.submit(self._refresh, source, cached)
+            elif stale:  # never read yet (or no background): this page has to wait for it
+                self._refresh(source, cached)
+            else:
+                cached.first_read.wait(timeout=120)  # another page is reading it for the first time
+            rows.extend(cached.rows.values())
+            if cached.error:
+                errors.append(cached.error)
         return rows, errors
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Block until no refresh is in flight (tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while self._refreshing and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def fetch_sizes(conn_id: str, advertiser_id: str, audience_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

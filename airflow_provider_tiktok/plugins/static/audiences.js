@@ -1,15 +1,27 @@
 // Small enhancements for the server-rendered pages; they work without it.
 (function () {
   "use strict";
-  // Links to Airflow's own pages open in the Airflow UI around this frame (not inside it).
+  // Inside Airflow's (sandboxed) frame: links to Airflow's own pages navigate the UI around the frame, and
+  // links to TikTok open a tab from the UI's document, since the frame itself may not open one.
   document.addEventListener("click", function (event) {
-    var link = event.target.closest("a[data-airflow-path]");
+    var link = event.target.closest("a[data-airflow-path], a[target=_blank]");
     if (!link || window.top === window) return;
     try {
-      window.top.history.pushState({}, "", link.getAttribute("href"));
-      window.top.dispatchEvent(new PopStateEvent("popstate"));
+      var top = window.top;
+      if (link.hasAttribute("data-airflow-path")) {
+        top.history.pushState({}, "", link.getAttribute("href"));
+        top.dispatchEvent(new PopStateEvent("popstate"));
+      } else {
+        var opener = top.document.createElement("a");
+        opener.href = link.href;
+        opener.target = "_blank";
+        opener.rel = "noopener noreferrer";
+        top.document.body.appendChild(opener);
+        opener.click();
+        opener.remove();
+      }
       event.preventDefault();
-    } catch (err) { /* different origin: follow the link normally */ }
+    } catch (err) { /* not the same origin: follow the link normally */ }
   });
 
   // TikTok sizes arrive in the background: fill them in when they do, without reloading the page.

@@ -34,6 +34,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 with DAG("{DAG_ID}", schedule=None, tags=["tiktok"]):
     EmptyOperator(task_id="sync_step")
 """
+ADVERTISER = "7000000000001"  # the emulator's default ad account; the factory's rows name it too
 AUDIENCES = ["Winback - step 1", "Winback - step 2", "Onboarding - new users", "Loyalty - VIP lookalike seed"]
 
 
@@ -41,6 +42,7 @@ AUDIENCES = ["Winback - step 1", "Winback - step 2", "Onboarding - new users", "
 def ui_server(tmp_path, start_sandbox):
     """The real API server on a fresh home: one DAG, a warehouse with 4 audiences x 14 daily syncs."""
     sandbox = start_sandbox(valid_after_seconds=0)
+    assert sandbox.advertiser_id == ADVERTISER
     tiktok = TikTokHook.for_base_url(sandbox.base_url, sandbox.access_token)
     ids = [tiktok.create_audience(sandbox.advertiser_id, name) for name in AUDIENCES]
     rows = []
@@ -158,8 +160,23 @@ def test_page_shows_the_results_table_to_a_signed_in_user_only(ui_server):
             lambda d: all(td.text.strip().isdigit() for td in d.find_elements(By.CSS_SELECTOR, "td[data-size]"))
         )  # TikTok's sizes arrived from the emulator without a reload
         assert "Hidden audience" not in driver.page_source
+        ads_manager = driver.find_element(By.PARTIAL_LINK_TEXT, "Ads Manager").get_attribute("href")
+        assert ads_manager.startswith("https://ads.tiktok.com/") and f"aadvid={ADVERTISER}" in ads_manager
         driver.switch_to.default_content()
         driver.save_screenshot(str(ARTIFACTS / "ui-audiences.png"))
+
+        driver.switch_to.frame(driver.find_element(By.CSS_SELECTOR, "iframe"))
+        driver.find_elements(By.LINK_TEXT, "Task")[0].click()  # navigates Airflow's UI, not the frame
+        driver.switch_to.default_content()
+        WebDriverWait(driver, 30).until(lambda d: "/tasks/sync_step/mapped/" in d.current_url)
+        assert "/plugin/" not in driver.current_url
+
+        run_id = result_row(0, 13)["run_id"]
+        driver.get(f"{base_url}/tiktok/runs/{DAG_ID}/{run_id}")  # what the "TikTok sync" run tab shows
+        figures = driver.find_elements(By.CSS_SELECTOR, "section .card .value")
+        shown_run = [int(f.text.replace(",", "")) for f in figures]
+        assert shown_run == [v for name in AUDIENCES for v in expected[name]][: len(shown_run)]
+        assert len(shown_run) == 4 * 7
 
         driver.get(f"{base_url}/tiktok/audiences")
         driver.find_element(By.LINK_TEXT, "Winback - step 1").click()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
 
 import pytest
 
@@ -40,7 +42,7 @@ def test_cache_refreshes_incrementally_and_a_broken_source_becomes_a_notice():
             raise RuntimeError("postgres://user:secret@host failed")
         return [result_row(1, 0)] if since is None else [{**result_row(1, 0), "synced": 1}, result_row(1, 1)]
 
-    cache = ResultsCache(ttl=0, reader=reader)
+    cache = ResultsCache(ttl=0, reader=reader, background=False)
     rows, errors = cache.rows([ResultsSource("wh")])
     assert len(rows) == 1 and errors == []
     rows, _ = cache.rows([ResultsSource("wh")])
@@ -48,3 +50,21 @@ def test_cache_refreshes_incrementally_and_a_broken_source_becomes_a_notice():
     assert sorted(r["synced"] for r in rows) == sorted([1, result_row(1, 1)["synced"]])  # upserted, not doubled
     _, errors = cache.rows([ResultsSource("broken")])
     assert len(errors) == 1 and "secret" not in errors[0] and "RuntimeError" in errors[0]
+
+
+def test_after_the_first_read_pages_never_wait_for_the_warehouse():
+    release = threading.Event()
+
+    def reader(source, since):
+        if since is not None:
+            release.wait(10)  # a slow warehouse
+        return [result_row(1, 0)] if since is None else [result_row(1, 1)]
+
+    cache = ResultsCache(ttl=0, reader=reader)
+    assert len(cache.rows([ResultsSource("wh")])[0]) == 1  # first read: waited for
+    started = time.monotonic()
+    assert len(cache.rows([ResultsSource("wh")])[0]) == 1  # stale rows at once, refresh in the background
+    assert time.monotonic() - started < 1
+    release.set()
+    cache.wait_idle()
+    assert len(cache.rows([ResultsSource("wh")])[0]) == 2
