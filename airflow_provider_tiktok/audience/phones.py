@@ -72,7 +72,7 @@ class _Rules:
     calling_codes: pa.Array  # every calling code, as text
     main_position: np.ndarray  # per calling code: position of its main region
     region_calling_code: pa.Array  # per position: its calling code, as text
-    region_calling_code_length: np.ndarray
+    region_code_position: np.ndarray  # per position: its calling code's position in ``calling_codes``
     calling_code_by_value: tuple[np.ndarray, ...]  # [size - 1][int value of a size-digit head] -> code or -1
     main_of_region: np.ndarray  # per position: position of the main region of its calling code
     calling_code_first: np.ndarray  # per position: first digit of its calling code
@@ -113,7 +113,7 @@ def _rules() -> _Rules:
         calling_codes=pa.array([str(c) for c in codes], pa.string()),
         main_position=np.array(main, dtype=np.int64),
         region_calling_code=pa.array([str(m.country_code) for m in metadata], pa.string()),
-        region_calling_code_length=np.array([len(str(m.country_code)) for m in metadata], dtype=np.int64),
+        region_code_position=np.array([codes.index(m.country_code) for m in metadata], dtype=np.int64),
         length_status=status,
         rewriting=np.array([i for i, m in enumerate(metadata) if m.national_prefix_transform_rule], dtype=np.int64),
     )
@@ -292,16 +292,12 @@ def _calling_code_of_heads(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Position in ``calling_codes`` of the code that the three digit columns start with (-1: none), and its
     length. Calling codes are prefix-free, so at most one of the 1-, 2- and 3-digit heads is one."""
     by_value = _rules().calling_code_by_value
-    position = np.full(len(digits), -1, dtype=np.int64)
-    length = np.zeros(len(digits), dtype=np.int64)
-    value = np.zeros(len(digits), dtype=np.int64)
-    known = np.ones(len(digits), dtype=bool)
-    for size in (1, 2, 3):
-        known &= digits[:, size - 1] >= 0
-        value = value * 10 + np.maximum(digits[:, size - 1], 0)
-        found = np.where(known, by_value[size - 1][np.minimum(value, 999)], -1)
-        hit = found >= 0
-        position[hit], length[hit] = found[hit], size
+    known = np.logical_and.accumulate(digits >= 0, axis=1)
+    value = np.maximum(digits, 0)
+    heads = (value[:, 0], value[:, 0] * 10 + value[:, 1], value[:, 0] * 100 + value[:, 1] * 10 + value[:, 2])
+    found = [np.where(known[:, size], by_value[size][heads[size]], -1) for size in range(3)]
+    position = np.where(found[0] >= 0, found[0], np.where(found[1] >= 0, found[1], found[2]))
+    length = np.select([found[0] >= 0, found[1] >= 0, found[2] >= 0], [1, 2, 3], 0)
     return position, length
 
 
@@ -326,7 +322,7 @@ def _parse(digits_and_plus: pa.Array, positions: np.ndarray) -> tuple[pa.Array, 
     valid &= international | has_region
 
     national = _slice_from(number, np.where(international, code_length, 0))
-    code_from_number = _strip_own_calling_code(number, positions, valid & ~international)
+    code_from_number = _strip_own_calling_code(number, positions, valid & ~international, code_position, code_length)
     took_code = pc.is_valid(code_from_number).to_numpy(zero_copy_only=False)
     national = pc.coalesce(code_from_number, national)
 
@@ -480,25 +476,23 @@ def _strip_prefix(kind: str, values: pa.Array, positions: np.ndarray, rows: np.n
 def _strip_idd(digits: pa.Array, positions: np.ndarray, rows: np.ndarray) -> pa.Array:
     """Digits after the region's international prefix; null where there is none. A 0 right after it means
     the prefix was not one (no calling code starts with 0)."""
+    first = np.maximum(_digit_values(_head_bytes(digits, 1)[0])[:, 0], 0)
+    rows = rows & _rules().idd_first[np.maximum(positions, 0), first]
     stripped = _strip_prefix("idd", digits, positions, rows)
     return pc.if_else(pc.fill_null(pc.starts_with(stripped, "0"), False), pa.scalar(None, pa.string()), stripped)
 
 
-def _strip_own_calling_code(number: pa.Array, positions: np.ndarray, rows: np.ndarray) -> pa.Array:
+def _strip_own_calling_code(
+    number: pa.Array, positions: np.ndarray, rows: np.ndarray, code_position: np.ndarray, code_length: np.ndarray
+) -> pa.Array:
     """National number of a number written with its region's calling code but no ``+`` (``447700900123`` in
-    GB); null where the code is better read as part of the national number, as ``parse`` decides."""
-    rules = _rules()
-    own_code = rules.region_calling_code.take(pa.array(np.where(rows, positions, 0)))
-    code_length = rules.region_calling_code_length[np.where(rows, positions, 0)]
-    head = number
-    for size in (1, 2, 3):
-        head = pc.if_else(pa.array(code_length == size), pc.utf8_slice_codeunits(number, 0, size), head)
-    starts = rows & pc.fill_null(pc.equal(head, own_code), False).to_numpy(zero_copy_only=False)
+    GB); null where the code is better read as part of the national number, as ``parse`` decides.
+    ``code_position``/``code_length``: the calling code each number starts with (``_calling_code``)."""
     result = pa.nulls(len(number), pa.string())
+    starts = rows & (code_position == _rules().region_code_position[np.maximum(positions, 0)])
     if not starts.any():
         return result
-    rest = _slice_from(number, np.where(starts, code_length, 0))
-    rest = _strip_national_prefix(rest, positions, starts)
+    rest = _strip_national_prefix(_slice_from(number, np.where(starts, code_length, 0)), positions, starts)
     took = starts & (
         (~_matches("general", number, positions, starts) & _matches("general", rest, positions, starts))
         | (_length_status(number, positions) == _TOO_LONG)
