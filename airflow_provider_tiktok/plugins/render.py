@@ -230,7 +230,8 @@ def audience_page(
         + f"<td>{_airflow_link(r, ui_root, r.get('run_id') or '')}</td></tr>"
         for r in reversed(history[-runs_shown:])
     )
-    size_table = f"<table class=grid><tbody><tr><th>TikTok size</th>{size_cells(size, key)}</tr></tbody></table>"
+    size_row = f"<tr><th>TikTok size</th>{size_cells(size, key)}</tr>"
+    size_table = f'<table class="grid compact"><tbody>{size_row}</tbody></table>'
     body = (
         f'<header><a class=back href="{escape(prefix)}/audiences">← All audiences</a><h1>{escape(name)}</h1>'
         f"<p class=sub>{status_badge(latest.get('status'))} latest sync {escape(_short_time(when(latest)))} UTC · "
