@@ -43,7 +43,8 @@ from airflow_provider_tiktok.exceptions import TikTokConfigurationError
 MAX_INPUT_LENGTH = 250
 MAX_NATIONAL_LENGTH = 17
 MIN_NATIONAL_LENGTH = 2
-NO_REGION = -1
+NO_REGION = -1  # a row with no country and no default: only ``+`` numbers can be read
+UNKNOWN_REGION = -2  # a country code nobody knows: the row's phone is invalid
 
 #: As ``phonenumbers`` reads extensions: up to 20 digits after ``;ext=`` or ``ext``, up to 9 after ``x # ~``.
 EXTENSION_PATTERN = (
@@ -192,7 +193,8 @@ def check_region(code: str | None) -> None:
 
 
 def region_positions(codes: pa.Array | None, default: str | None, rows: int) -> np.ndarray:
-    """Per row: the position of its region, ``NO_REGION`` when it has none, ``-2`` for a code nobody knows.
+    """Per row: the position of its region, ``NO_REGION`` when it has none, ``UNKNOWN_REGION`` for a code
+    nobody knows.
 
     A null or blank code falls back to ``default``.
     """
@@ -207,7 +209,7 @@ def region_positions(codes: pa.Array | None, default: str | None, rows: int) -> 
     codes = pc.utf8_upper(pc.utf8_trim_whitespace(codes))
     blank = pc.fill_null(pc.equal(pc.utf8_length(codes), 0), True).to_numpy(zero_copy_only=False)
     found = pc.index_in(codes, rules.region_codes).to_numpy(zero_copy_only=False)
-    positions = np.where(np.isnan(found), -2, np.nan_to_num(found)).astype(np.int64)
+    positions = np.where(np.isnan(found), UNKNOWN_REGION, np.nan_to_num(found)).astype(np.int64)
     positions[blank] = fallback
     return positions
 
@@ -220,7 +222,7 @@ def normalise_phones(text: pa.Array, positions: np.ndarray) -> tuple[pa.Array, n
     prefix, calling code or national prefix (first digits decide). The rest follow ``parse`` step by step.
     """
     text = text.cast(pa.string())
-    valid = pc.is_valid(text).to_numpy(zero_copy_only=False) & (positions != -2)
+    valid = pc.is_valid(text).to_numpy(zero_copy_only=False) & (positions != UNKNOWN_REGION)
     long = valid & (np.diff(_data(text)[0]) > MAX_INPUT_LENGTH)  # in bytes: check characters only then
     if long.any():
         valid[long] = pc.utf8_length(pc.filter(text, pa.array(long))).to_numpy() <= MAX_INPUT_LENGTH
