@@ -47,7 +47,7 @@ def resolve_store_url(connection_extras: Mapping[str, Any] | None = None) -> str
 
     explicit = (connection_extras or {}).get(STORE_URL_EXTRA) or conf.get("tiktok", STORE_URL_EXTRA, fallback=None)
     if explicit:
-        return _usable_url(str(explicit).strip(), "rate_budget_url")
+        return _usable_url(str(explicit).strip())
     if "CeleryExecutor" in (conf.get("core", "executor", fallback="") or ""):
         broker = conf.get("celery", "broker_url", fallback=None)
         if broker and broker.startswith(STORE_SCHEMES):
@@ -55,11 +55,11 @@ def resolve_store_url(connection_extras: Mapping[str, Any] | None = None) -> str
     return None
 
 
-def _usable_url(url: str, setting: str) -> str | None:
+def _usable_url(url: str) -> str | None:
     if url.lower() == NO_STORE:
         return None
     if not url.startswith(STORE_SCHEMES):
-        log.warning("%s is not a redis:// URL; using per-task rate budgets.", setting)
+        log.warning("rate_budget_url is not a redis:// URL; using per-task rate budgets.")
         return None
     return url
 
