@@ -23,8 +23,6 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_tiktok.warehouse import check_identifier
-
 log = logging.getLogger(__name__)
 DEFAULT_TABLE = "tiktok_audience_sync_results"
 KEY_COLUMNS = ("dag_id", "task_id", "run_id", "map_index")
@@ -39,6 +37,8 @@ class ResultsSource:
 
 def parse_sources(text: str | None) -> list[ResultsSource]:
     """``conn_id[:table], ...`` -> sources; a table name that is not a plain (schema.)identifier is refused."""
+    from airflow_provider_tiktok.warehouse import check_identifier
+
     sources = []
     for item in (text or "").split(","):
         if not item.strip():
