@@ -41,6 +41,7 @@ class TableSpec:
 
     columns: Mapping[str, str]
     key: tuple[str, ...]
+    unique: bool = True  # False: the key names whose rows they are, without a PRIMARY KEY
 
     @property
     def names(self) -> list[str]:
@@ -140,7 +141,8 @@ class Warehouse:
         check_identifier(table, what)
         blob = "BYTEA" if self.dialect.startswith("postgres") else BLOB
         columns = ", ".join(f"{name} {kind.replace(BLOB, blob)}" for name, kind in spec.columns.items())
-        self.execute((f"CREATE TABLE IF NOT EXISTS {table} ({columns}, PRIMARY KEY ({', '.join(spec.key)}))", ()))
+        primary_key = f", PRIMARY KEY ({', '.join(spec.key)})" if spec.unique else ""
+        self.execute((f"CREATE TABLE IF NOT EXISTS {table} ({columns}{primary_key})", ()))
         with self._connection() as conn, closing(conn.cursor()) as cursor:
             cursor.execute(f"SELECT * FROM {table} WHERE 1 = 0")
             present = {str(column[0]).lower() for column in cursor.description or ()}

@@ -1,7 +1,9 @@
-"""Keep a suppression audience of loyal customers exact: add who is loyal now, remove who lapsed.
+"""Keep a suppression audience of loyal customers equal to the warehouse's active loyalty members.
 
-Ads excluding this audience stop targeting people who already buy. Runs daily over the whole
-``loyalty_members`` table (a full refresh, not an increment), so membership always mirrors it.
+Ads excluding this audience stop targeting people who already buy. One mirror-mode task a day: users
+who became loyal are added, users who lapsed are removed, users whose email or phone changed are
+updated, and nobody else is sent. A query that suddenly returns far fewer users (a broken upstream
+table) is refused before anything is removed.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from airflow_provider_tiktok.operators.tiktok import SyncAudienceOperator
 from airflow_provider_tiktok.sync import retry_arguments
 
 AUDIENCE = "Suppression - loyal customers"
-MEMBERS = "SELECT user_id, email, phone, idfa, gaid FROM loyalty_members WHERE status = :status ORDER BY user_id"
-COMMON = {
+ACTIVE_MEMBERS = (
+    "SELECT user_id, email, phone, idfa, gaid FROM loyalty_members WHERE status = 'active' ORDER BY user_id"
+)
+SETTINGS = {
     "tiktok_conn_id": "tiktok_default",
     "warehouse_conn_id": "tiktok_warehouse",
     "audience_name": AUDIENCE,
-    "sql": MEMBERS,
+    "sql": ACTIVE_MEMBERS,
     "match_fields": {"email": "email", "phone": "phone", "idfa": "idfa", "gaid": "gaid"},
     "default_phone_country": "US",
     "pool": "tiktok_api",
@@ -37,8 +41,4 @@ with DAG(
     tags=["tiktok", "suppression", "example"],
     doc_md=__doc__,
 ):
-    add_loyal = SyncAudienceOperator(task_id="add_loyal", action="add", parameters={"status": "active"}, **COMMON)
-    remove_lapsed = SyncAudienceOperator(
-        task_id="remove_lapsed", action="remove", parameters={"status": "lapsed"}, **COMMON
-    )
-    add_loyal >> remove_lapsed
+    SyncAudienceOperator(task_id="mirror_loyal", action="mirror", **SETTINGS)

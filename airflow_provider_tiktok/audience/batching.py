@@ -23,14 +23,27 @@ MAX_BATCH_SIZE = MAX_USERS_PER_MAPPING
 
 @dataclass(frozen=True)
 class UserBatch:
-    """``columns[i][row]`` is the digest of ``id_schema[i]`` for that user, or null when missing."""
+    """``columns[i][row]`` is the digest of ``id_schema[i]`` for that user, or null when missing.
+
+    A mirror sync's batches also say what they do (``action``: add or remove) and whose membership they
+    change (``user_keys``; null for a changed user's old identifiers, which no snapshot row follows).
+    """
 
     number: int
     id_schema: tuple[str, ...]
     columns: tuple[pa.Array, ...]
+    action: str | None = None
+    user_keys: pa.Array | None = None
 
     def __len__(self) -> int:
         return len(self.columns[0]) if self.columns else 0
+
+    @property
+    def counted_users(self) -> int:
+        """Users this batch counts for: a mirror removal counts departed users, not changed users' old ids."""
+        if self.action == "remove" and self.user_keys is not None:
+            return len(self.user_keys) - self.user_keys.null_count
+        return len(self)
 
     def to_bytes(self) -> bytes:
         """How a staged batch is kept in the ledger: binary digests of the present ids only, plus one
@@ -38,14 +51,17 @@ class UserBatch:
         parts = [_MAGIC, struct.pack("<HI", len(self.id_schema), len(self))]
         for name, column in zip(self.id_schema, self.columns, strict=True):
             present = column.is_valid().to_numpy(zero_copy_only=False)
-            digests = _hex_payload(column.drop_null())
+            digests = hex_payload(column.drop_null())
             width = len(digests) // max(int(present.sum()), 1)
             parts += [struct.pack("<B", len(name)), name.encode(), struct.pack("<B", width)]
             parts += [np.packbits(present, bitorder="little").tobytes(), digests]
+        if self.user_keys is not None:
+            keys = _ipc(pa.table({"user_key": self.user_keys}))
+            parts += [b"K", struct.pack("<I", len(keys)), keys]
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, number: int, data: bytes) -> UserBatch:
+    def from_bytes(cls, number: int, data: bytes, action: str | None = None) -> UserBatch:
         if not data.startswith(_MAGIC):
             raise ValueError(f"batch {number} was not written by this version's to_bytes")
         view = memoryview(data)
@@ -61,9 +77,14 @@ class UserBatch:
             present = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), count=rows, bitorder="little")
             at += len(bitmap)
             size = int(present.sum()) * width
-            arrays.append(_hex_strings(bytes(view[at : at + size]), present.astype(bool), width, bitmap))
+            arrays.append(hex_strings(bytes(view[at : at + size]), present.astype(bool), width, bitmap))
             at += size
-        return cls(number, tuple(schema), tuple(arrays))
+        user_keys = None
+        if view[at : at + 1] == b"K":
+            (length,) = struct.unpack_from("<I", view, at + 1)
+            keys = pa.ipc.open_stream(bytes(view[at + 5 : at + 5 + length])).read_all()
+            user_keys = keys.column("user_key").combine_chunks()
+        return cls(number, tuple(schema), tuple(arrays), action, user_keys)
 
     def rows(self) -> list[tuple[str | None, ...]]:
         return list(zip(*(column.to_pylist() for column in self.columns), strict=True))
@@ -93,7 +114,14 @@ class UserBatch:
 _MAGIC = b"TTB1"
 
 
-def _hex_payload(digests: pa.Array) -> bytes:
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def hex_payload(digests: pa.Array) -> bytes:
     """The concatenated lowercase-hex digests of a null-free string array, as raw bytes."""
     if not len(digests):
         return b""
@@ -102,7 +130,7 @@ def _hex_payload(digests: pa.Array) -> bytes:
     return bytes.fromhex(text.decode("ascii"))
 
 
-def _hex_strings(raw: bytes, present: np.ndarray, width: int, bitmap: bytes) -> pa.Array:
+def hex_strings(raw: bytes, present: np.ndarray, width: int, bitmap: bytes) -> pa.Array:
     """Hex digests again, one per present row, null where the id was missing."""
     lengths = present.astype(np.int32) * (2 * width)
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int32)]).astype(np.int32)

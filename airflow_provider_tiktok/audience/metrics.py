@@ -11,11 +11,15 @@ from typing import Any
 class SyncMetrics:
     entered: int = 0
     synced: int = 0
+    unchanged: int = 0
     pending: int = 0
     not_synced: Counter[str] = field(default_factory=Counter)
     errored: Counter[str] = field(default_factory=Counter)
     invalid_by_field: Counter[str] = field(default_factory=Counter)
     coverage: dict[str, int] = field(default_factory=dict)
+    removed: int = 0  # mirror mode: departed users removed; they did not enter, so they stand beside the rest
+    removals_pending: int = 0
+    removals_errored: int = 0
     requests: int = 0
     rate_limited: int = 0
     retries: int = 0
@@ -38,12 +42,12 @@ class SyncMetrics:
         return round(self.synced / self.duration_seconds, 1) if self.duration_seconds > 0 else 0.0
 
     def check_invariant(self) -> None:
-        accounted = self.synced + self.not_synced_total + self.pending + self.errored_total
-        if accounted != self.entered or min(self.synced, self.pending) < 0:
+        accounted = self.synced + self.unchanged + self.not_synced_total + self.pending + self.errored_total
+        if accounted != self.entered or min(self.synced, self.pending, self.unchanged) < 0:
             # Users were lost or counted twice: refuse to report such numbers.
             raise AssertionError(
-                f"entered={self.entered} but synced+not_synced+pending+errored={accounted} "
-                f"({self.synced}+{self.not_synced_total}+{self.pending}+{self.errored_total})"
+                f"entered={self.entered} but synced+unchanged+not_synced+pending+errored={accounted} "
+                f"({self.synced}+{self.unchanged}+{self.not_synced_total}+{self.pending}+{self.errored_total})"
             )
 
     def as_dict(self) -> dict[str, Any]:

@@ -126,9 +126,15 @@ class PreparedUsers:
 
     digests: list[pa.Array]
     rejects: pa.Table = field(default_factory=REJECTS_SCHEMA.empty_table)
+    keys: pd.Series | None = None  # the user key cells, as read
 
     def __len__(self) -> int:
         return len(self.digests[0]) if self.digests else 0
+
+    @property
+    def user_keys(self) -> pa.Array:
+        """The users' keys as canonical text (what a mirror snapshot is keyed by), computed when asked."""
+        return key_text(self.keys) if self.keys is not None else pa.nulls(len(self), pa.string())
 
 
 @dataclass
@@ -306,7 +312,7 @@ class UserPreparer:
         digests = [column.filter(mask) for column in result.digests]
         for match_field, column in zip(self.options.fields, digests, strict=True):
             counts.coverage[match_field.value] += len(column) - column.null_count
-        return PreparedUsers(digests, rejects)
+        return PreparedUsers(digests, rejects, result.usable_keys[keep])
 
 
 def map_chunks(frames: Iterable[pd.DataFrame], options: PrepareOptions, workers: int) -> Iterator[ChunkResult]:

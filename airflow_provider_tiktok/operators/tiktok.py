@@ -16,9 +16,9 @@ the first attempt, then they are counted as errored. Clearing a finished sync st
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -31,23 +31,22 @@ from airflow_provider_tiktok.audience.batching import MAX_BATCH_SIZE, validate_b
 from airflow_provider_tiktok.exceptions import TikTokAPIError, TikTokConfigurationError, TikTokSourceError
 from airflow_provider_tiktok.hooks.tiktok import MAPPING_ACTIONS, TikTokHook, check_audience_name
 from airflow_provider_tiktok.links.tiktok import AUDIENCE_XCOM_KEY, TikTokAudienceLink
+from airflow_provider_tiktok.sync.attempt import AttemptLimits, UploadAttempt
 from airflow_provider_tiktok.sync.ledger import (
     DEFAULT_LEDGER_RETENTION,
-    AttemptCounters,
-    BatchOutcome,
     BatchTotals,
     Ledger,
     Status,
     SyncKey,
     SyncRecord,
 )
+from airflow_provider_tiktok.sync.mirror import MirrorSettings
 from airflow_provider_tiktok.sync.ratelimit import TIKTOK_MAX_QPS, SlidingWindowLimiter
-from airflow_provider_tiktok.sync.results import ResultsTable, metrics_of, summary, xcom_value
+from airflow_provider_tiktok.sync.results import MIRROR, RejectsTable, ResultsTable, metrics_of, summary, xcom_value
 from airflow_provider_tiktok.sync.retry_window import DEFAULT_RETRY_WINDOW
-from airflow_provider_tiktok.sync.staging import Preparation, Source, StagingFeed
+from airflow_provider_tiktok.sync.staging import Preparation, Source
 from airflow_provider_tiktok.sync.timing import PhaseClock
-from airflow_provider_tiktok.sync.upload import Progress, upload_batches
-from airflow_provider_tiktok.warehouse import Warehouse
+from airflow_provider_tiktok.warehouse import Warehouse, check_identifier
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -62,7 +61,8 @@ class SyncAudienceOperator(BaseOperator):
     :param audience_id: sync into this existing audience, or
     :param audience_name: find the audience by exact name (created if missing and allowed).
     :param create_audience_if_missing: create ``audience_name`` when it does not exist.
-    :param action: ``add`` users to the audience or ``remove`` them.
+    :param action: ``add`` users to the audience, ``remove`` them, or ``mirror``: after the run the members
+        this sync manages equal the query's valid users (see the README, "Keeping an audience equal to a query").
     :param sql: query selecting the users, read in chunks from ``warehouse_conn_id``.
     :param parameters: values for the query's ``:named`` placeholders (templated; e.g. the data interval).
     :param warehouse_conn_id: common-sql connection holding the source, the results table and the ledger.
@@ -72,11 +72,17 @@ class SyncAudienceOperator(BaseOperator):
     :param batch_size: users per request, at most 10,000.
     :param max_qps: this task's ceiling within TikTok's 50 requests/s per token.
     :param results_table: table (in the warehouse) receiving one metrics row per task run.
+    :param rejects_table: optional table receiving one row per user not synced: user key, reason, field
+        (never an identifier), so data teams can fix their data.
     :param ledger_table: names the ledger's two tables: ``<ledger_table>`` (one row per sync) and
         ``<ledger_table>_batches`` (staged batches and their fates).
     :param ledger_retention: how long ended syncs stay in the ledger (their payloads go as soon as each
         batch's fate is final); older ones are removed by the next sync on the same ledger.
-    :param dry_run: validate and count outcomes without creating or sending anything.
+    :param snapshot_table: mirror mode's membership snapshot (binary digests of what was sent, by user key).
+    :param max_removal_fraction: mirror mode refuses a run that removes more than this share of the audience,
+    :param min_audience_size: or that would leave fewer users (TikTok's floor for ad groups), unless
+    :param allow_large_removal: is set. Nothing is sent when a run is refused.
+    :param dry_run: validate and count outcomes (mirror: print the plan) without creating or sending anything.
     :param retry_window: how long after the first attempt pending users may still be retried.
     :param attempt_budget: stop starting new batches after this long; the rest waits for an Airflow retry.
     :param request_retry_limit: attempts per request for rate-limited or transient answers, within an attempt.
@@ -85,6 +91,7 @@ class SyncAudienceOperator(BaseOperator):
     :param chunk_size: source rows per chunk.
     :param prepare_workers: chunks normalised and hashed at once (threads).
     :param default_phone_country: ISO country for national phone numbers.
+    :param phone_country_column: source column with each user's ISO country (falls back to the default).
     :param device_id_hash: ``sha256`` (default) or ``md5`` for IDFA/GAID.
     :param accept_hashed: pass values that already are digests through unchanged.
     :param normalize_gmail: strip dots and ``+tags`` from Gmail addresses before hashing.
@@ -100,6 +107,7 @@ class SyncAudienceOperator(BaseOperator):
         "warehouse_conn_id",
         "match_fields",
         "results_table",
+        "rejects_table",
     )
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"sql": "sql", "match_fields": "json"}
@@ -124,8 +132,13 @@ class SyncAudienceOperator(BaseOperator):
         batch_size: int = MAX_BATCH_SIZE,
         max_qps: float = TIKTOK_MAX_QPS,
         results_table: str = "tiktok_audience_sync_results",
+        rejects_table: str | None = None,
         ledger_table: str = "tiktok_audience_sync_ledger",
         ledger_retention: timedelta = DEFAULT_LEDGER_RETENTION,
+        snapshot_table: str = "tiktok_audience_snapshot",
+        max_removal_fraction: float = 0.5,
+        min_audience_size: int = 1000,
+        allow_large_removal: bool = False,
         dry_run: bool = False,
         retry_window: timedelta = DEFAULT_RETRY_WINDOW,
         attempt_budget: timedelta = timedelta(minutes=30),
@@ -135,6 +148,7 @@ class SyncAudienceOperator(BaseOperator):
         chunk_size: int = 50_000,
         prepare_workers: int = 1,
         default_phone_country: str | None = None,
+        phone_country_column: str | None = None,
         device_id_hash: str = "sha256",
         accept_hashed: bool = False,
         normalize_gmail: bool = False,
@@ -156,8 +170,13 @@ class SyncAudienceOperator(BaseOperator):
         self.batch_size = batch_size
         self.max_qps = max_qps
         self.results_table = results_table
+        self.rejects_table = rejects_table
         self.ledger_table = ledger_table
         self.ledger_retention = ledger_retention
+        self.snapshot_table = snapshot_table
+        self.max_removal_fraction = max_removal_fraction
+        self.min_audience_size = min_audience_size
+        self.allow_large_removal = allow_large_removal
         self.dry_run = dry_run
         self.retry_window = retry_window
         self.attempt_budget = attempt_budget
@@ -166,7 +185,9 @@ class SyncAudienceOperator(BaseOperator):
         self.concurrency = concurrency
         self.chunk_size = chunk_size
         self.prepare_workers = prepare_workers
-        self.field_rules = FieldRules(default_phone_country, device_id_hash, accept_hashed, normalize_gmail)
+        self.field_rules = FieldRules(
+            default_phone_country, device_id_hash, accept_hashed, normalize_gmail, phone_country_column
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         clock = PhaseClock()
@@ -190,8 +211,10 @@ class SyncAudienceOperator(BaseOperator):
 
     def _validate_settings(self) -> Preparation:
         """Everything that can be refused without a network call, each with one clear message."""
-        if self.action not in MAPPING_ACTIONS:
-            raise TikTokConfigurationError(f"action must be 'add' or 'remove', not {self.action!r}.")
+        if self.action not in (*MAPPING_ACTIONS, MIRROR):
+            raise TikTokConfigurationError(f"action must be 'add', 'remove' or 'mirror', not {self.action!r}.")
+        if not 0 < self.max_removal_fraction <= 1:
+            raise TikTokConfigurationError(f"max_removal_fraction must be in (0, 1], got {self.max_removal_fraction}.")
         if not self.audience_id and not self.audience_name:
             raise TikTokConfigurationError("Name the audience: set audience_id or audience_name.")
         if self.audience_name:
@@ -212,7 +235,11 @@ class SyncAudienceOperator(BaseOperator):
         except ValueError as err:
             raise TikTokConfigurationError(str(err)) from None
         options = PrepareOptions(self.match_fields, self.user_key_column, self.field_rules)
-        return Preparation(options, self.batch_size, self.prepare_workers)
+        mirror = None
+        if self.action == MIRROR:
+            limits = (self.max_removal_fraction, self.min_audience_size, self.allow_large_removal)
+            mirror = MirrorSettings(check_identifier(self.snapshot_table, "snapshot_table"), *limits)
+        return Preparation(options, self.batch_size, self.prepare_workers, mirror=mirror)
 
     def _sync(self, context: Context, hook: TikTokHook, preparation: Preparation, clock: PhaseClock) -> dict[str, Any]:
         ti = context["ti"]
@@ -221,6 +248,8 @@ class SyncAudienceOperator(BaseOperator):
         results = ResultsTable(warehouse, self.results_table)
         ledger.ensure_tables()
         results.ensure()
+        if preparation.mirror is not None:
+            preparation.mirror.snapshot(warehouse, "", None).ensure()
         ledger.prune(self.ledger_retention)
         record = ledger.load()
         if record is not None and record.status is not Status.PENDING:
@@ -231,7 +260,13 @@ class SyncAudienceOperator(BaseOperator):
         if record is not None:
             # Launch checks passed at the first attempt; during an outage they would only burn this one.
             self.log.info("Resuming: users were staged at the first attempt; sending only unacknowledged batches.")
-            return self._upload_and_report(context, hook, ledger, results, record, ledger.pending_batches(), clock)
+            attempt = UploadAttempt(hook, ledger, results, record, preparation, clock, self._limits, self.log.info)
+            return self._upload_and_report(context, attempt, ledger.pending_batches())
+        if self.rejects_table:
+            rejects = RejectsTable(warehouse, self.rejects_table, ledger.key)
+            rejects.ensure()
+            rejects.forget()
+            preparation = replace(preparation, rejects=rejects.append)
         advertiser_id = hook.advertiser_id(self.advertiser_id)
         hook.check_access(advertiser_id)
         source = Source(self.sql, self.parameters, self.source, self.chunk_size)
@@ -241,13 +276,18 @@ class SyncAudienceOperator(BaseOperator):
         record = SyncRecord.new(advertiser_id, None, self.audience_name, self.action)
         self._find_audience(hook, record)
         if self.dry_run:
-            return self._dry_run(results, ledger.key, record, preparation.count_only(frames, record))
+            return self._dry_run(results, ledger.key, record, preparation.count_only(frames, record, warehouse))
 
         def create_audience() -> str:
             return hook.create_audience_once(advertiser_id, str(record.audience_name))
 
         batches = preparation.stage(frames, ledger, record, clock, create_audience)
-        return self._upload_and_report(context, hook, ledger, results, record, batches, clock)
+        attempt = UploadAttempt(hook, ledger, results, record, preparation, clock, self._limits, self.log.info)
+        return self._upload_and_report(context, attempt, batches)
+
+    @property
+    def _limits(self) -> AttemptLimits:
+        return AttemptLimits(self.retry_window, self.attempt_budget, self.concurrency)
 
     def _find_audience(self, hook: TikTokHook, record: SyncRecord) -> None:
         """Fill in the target audience, or make sure it may be created once there are users to send."""
@@ -265,86 +305,31 @@ class SyncAudienceOperator(BaseOperator):
     def _upload_and_report(
         self,
         context: Context,
-        hook: TikTokHook,
-        ledger: Ledger,
-        results: ResultsTable,
-        record: SyncRecord,
+        attempt: UploadAttempt,
         batches: Iterable[UserBatch],
-        clock: PhaseClock,
     ) -> dict[str, Any]:
-        staging = isinstance(batches, StagingFeed)
-        record.attempts += 1
-        if not staging:
-            ledger.save(record)  # a killed attempt still counts (a staging one starts afresh anyway)
-        counters = AttemptCounters(hook.stats, record, ledger)
-
-        def send(batch: UserBatch) -> None:  # the audience id is known once the first batch was staged
-            hook.map_batch(record.action, record.advertiser_id, [str(record.audience_id)], batch)  # type: ignore[arg-type]
-
-        def on_outcome(outcome: BatchOutcome) -> None:
-            ledger.record_outcome(outcome)
-            counters.save_now_and_then()
-
-        window_over = time.time() > record.first_attempt_at + self.retry_window.total_seconds()
-        result = None
-        with ledger.warehouse.one_connection():  # the attempt's ledger statements, one per batch, share it
-            if not window_over:
-                with clock.phase("upload"):
-                    result = upload_batches(
-                        batches,
-                        clock.stamp_first_request(send),
-                        concurrency=self.concurrency,
-                        on_outcome=on_outcome,
-                        start_deadline=time.monotonic() + self.attempt_budget.total_seconds(),
-                        progress=Progress(None if staging else ledger.totals().count(Status.PENDING), self.log.info),
-                    )
-            if isinstance(batches, StagingFeed):
-                batches.finish()  # the upload may have stopped early: the rest is staged for the retry
-            failure = self._settle(ledger, record, result, window_over)
-            with clock.phase("report"):
-                counters.add_to_record()
-                record.duration_seconds += clock.elapsed()
-                record.phase_seconds = clock.merged(record.phase_seconds)
-                record.time_to_first_request_seconds = (
-                    record.time_to_first_request_seconds or clock.first_request_seconds
-                )
-                metrics = metrics_of(record, ledger.totals())
-                status = Status.FAILED if failure else (Status.PENDING if metrics.pending else Status.FINISHED)
-                results.write(ledger.key, record, metrics, status)
-                record.status = status
-                ledger.save(record)  # after the results row: a retry after a failed write never re-uploads
+        outcome = attempt.run(batches)
+        record = attempt.record
         context["ti"].xcom_push(
             key=AUDIENCE_XCOM_KEY, value={"advertiser_id": record.advertiser_id, "audience_id": record.audience_id}
         )
-        self.log.info("Sync metrics: %s", summary(metrics))
-        if failure:
-            raise AirflowFailException(failure)
-        if metrics.pending:
+        self.log.info("Sync metrics: %s", summary(outcome.metrics))
+        if outcome.failure:
+            raise AirflowFailException(outcome.failure)
+        if outcome.pending:
             raise AirflowException(
-                f"{metrics.pending} users still pending after this attempt "
-                f"({(result.last_retryable if result else None) or 'attempt budget used'}); "
+                f"{outcome.pending} users still pending after this attempt "
+                f"({outcome.last_retryable or 'attempt budget used'}); "
                 "Airflow will retry and resume with the unsent batches."
             )
-        return xcom_value(metrics, record)
+        return xcom_value(outcome.metrics, record)
 
-    def _settle(self, ledger: Ledger, record: SyncRecord, result: Any, window_over: bool) -> str | None:
-        """Error what can no longer be sent; the reason the task must fail without retrying, if any."""
-        if result is not None and result.fatal is not None:
-            ledger.error_pending(result.fatal.code)
-            return f"Sync stopped: {result.fatal}"
-        if window_over:
-            code = ledger.totals().pending_last_code
-            ledger.error_pending(code if code is not None else -1)
-            return (
-                f"Retry window of {self.retry_window} since the first attempt is over; "
-                "users still pending are counted as errored."
-            )
-        return None
-
-    def _dry_run(self, results: ResultsTable, key: SyncKey, record: SyncRecord, would_send: int) -> dict[str, Any]:
-        """Prepared and counted, nothing sent: what would be synced stays 'pending'."""
+    def _dry_run(
+        self, results: ResultsTable, key: SyncKey, record: SyncRecord, would_send: BatchTotals
+    ) -> dict[str, Any]:
+        """Prepared (and planned) and counted, nothing sent: what would be sent stays 'pending'."""
         record.status, record.attempts = Status.DRY_RUN, 1
-        metrics = metrics_of(record, BatchTotals(users={Status.PENDING: would_send}))
+        metrics = metrics_of(record, would_send)
         results.write(key, record, metrics, Status.DRY_RUN)
         self.log.info("Dry run, nothing sent: %s", summary(metrics))
         return xcom_value(metrics, record) | {"dry_run": True}

@@ -44,6 +44,7 @@ BATCHES = TableSpec(
     {
         **_KEY_TYPES,
         "batch_number": "INTEGER NOT NULL",
+        "action": "TEXT",
         "users": "INTEGER NOT NULL",
         "status": "TEXT NOT NULL",
         "error_code": "INTEGER",
@@ -112,6 +113,7 @@ class SyncRecord:
     not_synced: dict[str, int] = field(default_factory=dict)
     invalid_by_field: dict[str, int] = field(default_factory=dict)
     coverage: dict[str, int] = field(default_factory=dict)
+    unchanged: int = 0  # mirror mode: users whose identifiers were already in the audience
     attempts: int = 0
     requests: int = 0
     retries: int = 0
@@ -129,7 +131,7 @@ class SyncRecord:
         self.entered = counts.entered
         self.not_synced = dict(counts.not_synced)
         self.invalid_by_field = dict(counts.invalid_by_field)
-        self.coverage = dict(getattr(counts, "coverage", {}))
+        self.coverage = {name: users for name, users in counts.coverage.items() if users}
 
     def state_json(self) -> str:
         state = asdict(self)
@@ -155,13 +157,22 @@ class BatchOutcome:
 
 @dataclass
 class BatchTotals:
+    """Users per (batch action, status), and per (action, last error code) for errored batches."""
+
     batches: int = 0
-    users: dict[Status, int] = field(default_factory=dict)
-    errored_by_code: dict[str, int] = field(default_factory=dict)
+    users: dict[tuple[str, Status], int] = field(default_factory=dict)
+    errored_by_code: dict[tuple[str, str], int] = field(default_factory=dict)
     pending_last_code: int | None = None
 
-    def count(self, status: Status) -> int:
-        return self.users.get(status, 0)
+    def count(self, status: Status, actions: Iterable[str] | None = None) -> int:
+        return sum(n for (action, s), n in self.users.items() if s is status and (actions is None or action in actions))
+
+    def errored(self, actions: Iterable[str] | None = None) -> dict[str, int]:
+        codes: dict[str, int] = {}
+        for (action, code), users in self.errored_by_code.items():
+            if actions is None or action in actions:
+                codes[code] = codes.get(code, 0) + users
+        return codes
 
 
 class Ledger:
@@ -235,7 +246,15 @@ class Ledger:
             f"VALUES ({self.warehouse.placeholders(len(BATCHES.names))})"
         )
         for batch in batches:
-            row = (*self.key.values(), batch.number, len(batch), Status.PENDING.value, None, batch.to_bytes())
+            row = (
+                *self.key.values(),
+                batch.number,
+                batch.action,
+                batch.counted_users,
+                Status.PENDING.value,
+                None,
+                batch.to_bytes(),
+            )
             self.warehouse.execute((sql, row))
             yield batch
 
@@ -250,12 +269,12 @@ class Ledger:
             yield self.load_batch(number)
 
     def load_batch(self, number: int) -> UserBatch:
-        [(payload,)] = self.warehouse.query(
-            f"SELECT payload FROM {self.batches_table} WHERE {self._where} AND batch_number = "
+        [(action, payload)] = self.warehouse.query(
+            f"SELECT action, payload FROM {self.batches_table} WHERE {self._where} AND batch_number = "
             f"{self.warehouse.placeholder}",
             (*self.key.values(), number),
         )
-        return UserBatch.from_bytes(number, bytes(payload))
+        return UserBatch.from_bytes(number, bytes(payload), action)
 
     def record_outcome(self, outcome: BatchOutcome) -> None:
         """A final fate drops the payload; a retryable failure keeps it and notes the last code."""
@@ -279,19 +298,20 @@ class Ledger:
         self.warehouse.execute((sql, (Status.ERRORED.value, code, *self.key.values(), Status.PENDING.value)))
 
     def totals(self) -> BatchTotals:
-        """Users per batch status, and errored/pending users by last error code."""
+        """Users per batch action and status, and errored/pending users by last error code."""
         rows = self.warehouse.query(
-            f"SELECT status, error_code, COUNT(*), SUM(users) FROM {self.batches_table} WHERE {self._where} "
-            "GROUP BY status, error_code",
+            f"SELECT action, status, error_code, COUNT(*), SUM(users) FROM {self.batches_table} "
+            f"WHERE {self._where} GROUP BY action, status, error_code",
             self.key.values(),
         )
         totals = BatchTotals()
-        for status_value, code, batches, users in rows:
-            status = Status(status_value)
+        for action_value, status_value, code, batches, users_sum in rows:
+            action, status, users = action_value or "", Status(status_value), int(users_sum or 0)
             totals.batches += int(batches)
-            totals.users[status] = totals.users.get(status, 0) + int(users or 0)
+            totals.users[action, status] = totals.users.get((action, status), 0) + users
             if status is Status.ERRORED:
-                totals.errored_by_code[str(code)] = totals.errored_by_code.get(str(code), 0) + int(users or 0)
+                where = (action, str(code))
+                totals.errored_by_code[where] = totals.errored_by_code.get(where, 0) + users
             elif code is not None:
                 totals.pending_last_code = int(code)
         return totals

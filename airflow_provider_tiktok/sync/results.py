@@ -9,11 +9,14 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
+import pyarrow as pa
+
 from airflow_provider_tiktok.audience.metrics import SyncMetrics
 from airflow_provider_tiktok.sync.ledger import KEY_COLUMNS, BatchTotals, Status, SyncKey, SyncRecord
 from airflow_provider_tiktok.warehouse import TableSpec, Warehouse
 
-PHASES = ("read", "prepare", "stage", "upload", "report")
+PHASES = ("read", "prepare", "plan", "stage", "upload", "report")
+MIRROR = "mirror"
 
 #: One row per sync (task-instance run), upserted after every attempt.
 RESULTS = TableSpec(
@@ -29,9 +32,13 @@ RESULTS = TableSpec(
         "status": "TEXT",
         "entered": "INTEGER",
         "synced": "INTEGER",
+        "unchanged": "INTEGER",
         "not_synced": "INTEGER",
         "pending": "INTEGER",
         "errored": "INTEGER",
+        "removed": "INTEGER",
+        "removals_pending": "INTEGER",
+        "removals_errored": "INTEGER",
         "not_synced_by_reason": "TEXT",
         "errored_by_reason": "TEXT",
         "coverage": "TEXT",
@@ -50,16 +57,40 @@ RESULTS = TableSpec(
 )
 
 
+#: Optional: one row per user of a sync that was not synced, by user key and reason, never an identifier.
+REJECTS = TableSpec(
+    {
+        "dag_id": "TEXT NOT NULL",
+        "task_id": "TEXT NOT NULL",
+        "run_id": "TEXT NOT NULL",
+        "map_index": "INTEGER NOT NULL",
+        "user_key": "TEXT",
+        "reason": "TEXT NOT NULL",
+        "field": "TEXT",
+    },
+    KEY_COLUMNS,
+    unique=False,
+)
+
+
 def metrics_of(record: SyncRecord, totals: BatchTotals) -> SyncMetrics:
-    """The sync's numbers: what staging froze plus each batch's fate; refuses numbers that lose a user."""
+    """The sync's numbers: what staging froze plus each batch's fate; refuses numbers that lose a user.
+
+    In mirror mode only ``add`` batches carry entered users; ``remove`` batches are reported beside them.
+    """
+    entering, removing = (["add"], ["remove"]) if record.action == MIRROR else (None, [])
     metrics = SyncMetrics(
         entered=record.entered,
-        synced=totals.count(Status.ACKNOWLEDGED),
-        pending=totals.count(Status.PENDING),
+        synced=totals.count(Status.ACKNOWLEDGED, entering),
+        unchanged=record.unchanged,
+        pending=totals.count(Status.PENDING, entering),
         not_synced=Counter(record.not_synced),
-        errored=Counter({f"api_error_{code}": users for code, users in totals.errored_by_code.items()}),
+        errored=Counter({f"api_error_{code}": users for code, users in totals.errored(entering).items()}),
         invalid_by_field=Counter(record.invalid_by_field),
         coverage=dict(record.coverage),
+        removed=totals.count(Status.ACKNOWLEDGED, removing),
+        removals_pending=totals.count(Status.PENDING, removing),
+        removals_errored=totals.count(Status.ERRORED, removing),
         requests=record.requests,
         rate_limited=record.rate_limited,
         retries=record.retries,
@@ -77,7 +108,10 @@ def summary(metrics: SyncMetrics) -> str:
     """The final log line: the outcome of every user, the requests it took, and where the time went."""
     phases = " ".join(f"{p}={metrics.phase_seconds[p]:.1f}s" for p in PHASES if p in metrics.phase_seconds)
     return (
-        f"entered={metrics.entered} synced={metrics.synced} not_synced={metrics.not_synced_total} "
+        f"entered={metrics.entered} synced={metrics.synced} "
+        f"{f'unchanged={metrics.unchanged} ' if metrics.unchanged else ''}"
+        f"{f'removed={metrics.removed} ' if metrics.removed else ''}"
+        f"not_synced={metrics.not_synced_total} "
         f"{dict(metrics.not_synced) or ''} pending={metrics.pending} errored={metrics.errored_total} "
         f"{dict(metrics.errored) or ''} requests={metrics.requests} rate_limited={metrics.rate_limited} "
         f"retries={metrics.retries} attempts={metrics.attempts} {phases}"
@@ -114,9 +148,13 @@ def result_row(key: SyncKey, record: SyncRecord, metrics: SyncMetrics, status: S
         status=status.value,
         entered=metrics.entered,
         synced=metrics.synced,
+        unchanged=metrics.unchanged,
         not_synced=metrics.not_synced_total,
         pending=metrics.pending,
         errored=metrics.errored_total,
+        removed=metrics.removed,
+        removals_pending=metrics.removals_pending,
+        removals_errored=metrics.removals_errored,
         not_synced_by_reason=dict(metrics.not_synced),
         errored_by_reason=dict(metrics.errored),
         coverage=dict(metrics.coverage),
@@ -136,3 +174,26 @@ def result_row(key: SyncKey, record: SyncRecord, metrics: SyncMetrics, status: S
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+class RejectsTable:
+    """Where data teams find which users could not be sent and why, to fix their data."""
+
+    def __init__(self, warehouse: Warehouse, table: str, key: SyncKey) -> None:
+        self.warehouse, self.table, self.key = warehouse, table, key
+        self._where = " AND ".join(f"{c} = {warehouse.placeholder}" for c in KEY_COLUMNS)
+
+    def ensure(self) -> None:
+        self.warehouse.ensure_table(self.table, REJECTS, "rejects_table")
+
+    def forget(self) -> None:
+        """Staging starts afresh (a first attempt, a clear, or staging killed half-way)."""
+        self.warehouse.execute((f"DELETE FROM {self.table} WHERE {self._where}", self.key.values()))
+
+    def append(self, rejects: pa.Table) -> None:
+        """One chunk's rejects in one statement batch; never row by row."""
+        if not rejects.num_rows:
+            return
+        sql = f"INSERT INTO {self.table} ({', '.join(REJECTS.names)}) VALUES ({self.warehouse.placeholders(7)})"
+        columns = [rejects.column(name).to_pylist() for name in ("user_key", "reason", "field")]
+        self.warehouse.execute_many(sql, ((*self.key.values(), *row) for row in zip(*columns, strict=True)))

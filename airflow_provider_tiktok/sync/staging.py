@@ -7,20 +7,25 @@ the first request leaves while later chunks are still being read (and nothing is
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from airflow_provider_tiktok.audience import PrepareOptions, UserBatch, UserPreparer, iter_batches
+from airflow_provider_tiktok.audience.prepare import PreparedUsers
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError, TikTokSourceError
-from airflow_provider_tiktok.sync.ledger import Ledger, Status, SyncRecord
+from airflow_provider_tiktok.sync.ledger import BatchTotals, Ledger, Status, SyncRecord
+from airflow_provider_tiktok.sync.mirror import MirrorSettings, RemovalRefused, current_members, plan_mirror
 from airflow_provider_tiktok.sync.timing import PhaseClock
 from airflow_provider_tiktok.warehouse import Warehouse, one_line_error
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,20 +66,54 @@ def _later_chunks(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 
 @dataclass(frozen=True)
 class Preparation:
+    """How a sync turns its source into batches: the plain path streams, mirror mode plans first."""
+
     options: PrepareOptions
     batch_size: int
     workers: int = 1
+    rejects: Callable[[pa.Table], None] | None = None  # each chunk's users not synced, e.g. to a table
+    mirror: MirrorSettings | None = None
 
-    def batches(self, frames: Iterator[pd.DataFrame], preparer: UserPreparer) -> Iterator[UserBatch]:
-        prepared = preparer.prepare(frames, workers=self.workers)
-        return iter_batches(prepared, self.options.id_schema, self.batch_size)
+    def batches(
+        self,
+        frames: Iterator[pd.DataFrame],
+        preparer: UserPreparer,
+        clock: PhaseClock,
+        record: SyncRecord,
+        warehouse: Warehouse,
+    ) -> Iterator[UserBatch]:
+        prepared = self._reporting(preparer.prepare(clock.timed("read", frames), workers=self.workers))
+        if self.mirror is None:
+            return clock.timed("prepare", iter_batches(prepared, self.options.id_schema, self.batch_size))
+        fields = [f.value for f in self.options.fields]
+        with clock.phase("prepare"):
+            current = current_members(prepared, fields)
+        with clock.phase("plan"):
+            snapshot = self.mirror.snapshot(warehouse, record.advertiser_id, record.audience_id)
+            plan = plan_mirror(current, snapshot.load(fields), fields)
+        log.info("%s", plan.describe().capitalize())
+        record.unchanged = plan.unchanged
+        self.mirror.check(plan)
+        return plan.batches(self.options.id_schema, fields, self.batch_size)
 
-    def count_only(self, frames: Iterator[pd.DataFrame], record: SyncRecord) -> int:
-        """A dry run: prepare and count, stage nothing; returns the users that would be sent."""
+    def _reporting(self, prepared: Iterator[PreparedUsers]) -> Iterator[PreparedUsers]:
+        for users in prepared:
+            if self.rejects is not None:
+                self.rejects(users.rejects)
+            yield users
+
+    def count_only(self, frames: Iterator[pd.DataFrame], record: SyncRecord, warehouse: Warehouse) -> BatchTotals:
+        """A dry run: prepare (and plan) without staging; the batches it would send, as pending totals."""
         preparer = UserPreparer(self.options)
-        deque(self.batches(frames, preparer), maxlen=0)
+        would_send: dict[tuple[str, Status], int] = {}
+        try:
+            for batch in self.batches(frames, preparer, PhaseClock(), record, warehouse):
+                kind = (str(batch.action), Status.PENDING)
+                would_send[kind] = would_send.get(kind, 0) + batch.counted_users
+        except RemovalRefused as refused:
+            log.warning("A real run would be refused: %s", refused)
         record.count_prepared(preparer.counts)
-        return preparer.counts.prepared
+        return BatchTotals(users=would_send)
 
     def stage(
         self,
@@ -127,7 +166,7 @@ class StagingFeed:
     ) -> None:
         try:
             preparer = UserPreparer(preparation.options)
-            prepared = clock.timed("prepare", preparation.batches(clock.timed("read", frames), preparer))
+            prepared = preparation.batches(frames, preparer, clock, self.record, self.ledger.warehouse)
             first = next(prepared, None)
             if first is not None and self.record.audience_id is None:
                 self.record.audience_id = create()

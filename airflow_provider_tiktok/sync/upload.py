@@ -64,7 +64,7 @@ def upload_batches(
     send: Callable[[UserBatch], None],
     *,
     concurrency: int,
-    on_outcome: Callable[[BatchOutcome], None],
+    on_outcome: Callable[[BatchOutcome, UserBatch], None],
     start_deadline: float | None = None,
     progress: Progress | None = None,
 ) -> UploadResult:
@@ -74,7 +74,7 @@ def upload_batches(
     pending: set[Future] = set()
     source = iter(batches)
 
-    def run(batch: UserBatch) -> BatchOutcome:
+    def fate(batch: UserBatch) -> BatchOutcome:
         try:
             send(batch)
         except TikTokAPIError as err:
@@ -91,11 +91,14 @@ def upload_batches(
             return BatchOutcome(batch.number, len(batch), Status.PENDING, None, result.last_retryable)
         return BatchOutcome(batch.number, len(batch), Status.ACKNOWLEDGED)
 
+    def run(batch: UserBatch) -> tuple[BatchOutcome, UserBatch]:
+        return fate(batch), batch
+
     def collect(done: Iterable[Future]) -> None:
         for future in done:
-            outcome = future.result()
+            outcome, batch = future.result()
             result.outcomes.append(outcome)
-            on_outcome(outcome)
+            on_outcome(outcome, batch)
             if progress is not None and outcome.status is Status.ACKNOWLEDGED:
                 progress.add(outcome.users)
 

@@ -31,7 +31,7 @@ def test_connection_form_declares_custom_fields_and_relabels():
     from airflow_provider_tiktok.hooks.tiktok import TikTokHook
 
     [conn_type] = get_provider_info()["connection-types"]
-    assert set(conn_type["conn-fields"]) == {"app_id", "secret", "advertiser_id"}
+    assert set(conn_type["conn-fields"]) == {"app_id", "secret", "advertiser_id", "ca_bundle"}
     assert conn_type["conn-fields"]["secret"]["schema"]["format"] == "password"
     assert conn_type["ui-field-behaviour"]["relabeling"] == {
         "host": "API base URL",

@@ -128,7 +128,7 @@ def test_main_dag_on_postgres_changes_only_the_connection(start_sandbox, postgre
 
 
 @pytest.mark.usefixtures("example_dags")
-def test_suppression_dag_removes_users_who_lapsed(start_sandbox, tmp_path):
+def test_suppression_dag_mirrors_loyal_members_adding_and_removing(start_sandbox, tmp_path):
     import os
     import sqlite3
 

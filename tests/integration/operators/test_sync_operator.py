@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import time
 
@@ -58,7 +59,8 @@ def test_25000_users_from_sqlite_land_exactly_once(sandbox, tmp_path):
     warehouse = tmp_path / "warehouse.db"
     frame, truths = seed_warehouse(warehouse, 25_000)
     # Two preparation threads here (the other tests use the default one): the result must be the same.
-    spec = {"dag_id": "sync_25k", "tasks": [sync_task("sync", "Winback 25k", prepare_workers=2)]}
+    task = sync_task("sync", "Winback 25k", prepare_workers=2, rejects_table="tiktok_rejects")
+    spec = {"dag_id": "sync_25k", "tasks": [task]}
     done = dags_test("sync_25k", airflow_env(sandbox, warehouse, spec))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     expected = expected_sync(frame, truths)
@@ -69,6 +71,18 @@ def test_25000_users_from_sqlite_land_exactly_once(sandbox, tmp_path):
     assert stats["audiences"][row["audience_id"]]["received"] == expected["synced"]
     assert xcom["requests"] == row["requests"] and row["attempts"] == 1
     assert all(email not in done.stdout + done.stderr for email in frame["email"].dropna().head(200) if email.strip())
+    # Per-user outcomes: one reject row per user not synced, by key and reason, never an identifier.
+    with sqlite3.connect(warehouse) as db:
+        rejects = db.execute("SELECT reason, COUNT(*) FROM tiktok_rejects GROUP BY reason").fetchall()
+        keys = {k for (k,) in db.execute("SELECT user_key FROM tiktok_rejects WHERE user_key IS NOT NULL")}
+    assert dict(rejects) == expected["not_synced"]
+    assert keys <= {str(k) for k in frame["user_id"].dropna()}
+    # Coverage: how many synced users carried each identifier; phases and time to first request reported.
+    coverage = json.loads(row["coverage"])
+    assert set(coverage) == {"email", "phone", "idfa", "gaid"}
+    assert all(0 < users <= expected["synced"] for users in coverage.values()) and xcom["coverage"] == coverage
+    assert row["time_to_first_request_seconds"] is not None and row["upload_seconds"] > 0
+    assert "read=" in done.stdout and "upload=" in done.stdout
 
 
 @pytest.mark.usefixtures("airflow_home")

@@ -27,7 +27,9 @@ def operator(**overrides) -> SyncAudienceOperator:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"action": "append"}, "action must be 'add' or 'remove'"),
+        ({"action": "append"}, "action must be 'add', 'remove' or 'mirror'"),
+        ({"action": "mirror", "max_removal_fraction": 0}, "max_removal_fraction must be in"),
+        ({"action": "mirror", "snapshot_table": "x; drop"}, "snapshot_table 'x; drop' is not a plain table name"),
         ({"audience_name": None}, "Name the audience"),
         ({"audience_name": "x" * 71}, "must be 1-70 characters"),
         ({"source": pd.DataFrame()}, "exactly one source"),

@@ -98,7 +98,7 @@ def test_a_final_fate_drops_the_payload_and_a_retryable_one_keeps_it(warehouse):
     ledger.error_pending(40105)
     assert all(is_null for _, is_null in payloads(hook.path))
     totals = ledger.totals()
-    assert totals.count(Status.ACKNOWLEDGED) == 1 and totals.errored_by_code == {"40062": 1, "40100": 1, "40105": 27}
+    assert totals.count(Status.ACKNOWLEDGED) == 1 and totals.errored() == {"40062": 1, "40100": 1, "40105": 27}
 
 
 def test_the_record_round_trips_typed_and_reads_a_01_ledger(warehouse):

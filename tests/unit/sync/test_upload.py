@@ -23,7 +23,9 @@ def batches(count: int, users: int = 3) -> list[UserBatch]:
 
 def run(send, count=10, **kwargs):
     seen = []
-    result = upload_batches(batches(count), send, concurrency=3, on_outcome=seen.append, **kwargs)
+    result = upload_batches(
+        batches(count), send, concurrency=3, on_outcome=lambda outcome, _batch: seen.append(outcome), **kwargs
+    )
     return result, {o.number: o for o in seen}
 
 

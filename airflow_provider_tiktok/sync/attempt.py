@@ -1,0 +1,124 @@
+"""One upload attempt of a sync: send what is staged, record each batch's fate, settle, and report.
+
+No Airflow imports: the operator turns the attempt's ``AttemptOutcome`` into success, a retry or a failure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from airflow_provider_tiktok.audience import SyncMetrics, UserBatch
+from airflow_provider_tiktok.hooks.tiktok import TikTokHook
+from airflow_provider_tiktok.sync.ledger import AttemptCounters, BatchOutcome, Ledger, Status, SyncRecord
+from airflow_provider_tiktok.sync.results import ResultsTable, metrics_of
+from airflow_provider_tiktok.sync.staging import Preparation, StagingFeed
+from airflow_provider_tiktok.sync.timing import PhaseClock
+from airflow_provider_tiktok.sync.upload import Progress, UploadResult, upload_batches
+
+
+@dataclass(frozen=True)
+class AttemptLimits:
+    retry_window: timedelta
+    attempt_budget: timedelta
+    concurrency: int
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    metrics: SyncMetrics
+    status: Status
+    failure: str | None = None  # set when retrying cannot help
+    last_retryable: str | None = None
+
+    @property
+    def pending(self) -> int:
+        return self.metrics.pending + self.metrics.removals_pending
+
+
+class UploadAttempt:
+    def __init__(
+        self,
+        hook: TikTokHook,
+        ledger: Ledger,
+        results: ResultsTable,
+        record: SyncRecord,
+        preparation: Preparation,
+        clock: PhaseClock,
+        limits: AttemptLimits,
+        log_info: Callable[[str], None],
+    ) -> None:
+        self.hook, self.ledger, self.results, self.record = hook, ledger, results, record
+        self.preparation, self.clock, self.limits, self.log_info = preparation, clock, limits, log_info
+        self.counters = AttemptCounters(hook.stats, record, ledger)
+
+    def send(self, batch: UserBatch) -> None:
+        """The audience id is known by now: staging created the audience before handing on its first batch."""
+        record = self.record
+        action = batch.action or record.action
+        self.hook.map_batch(action, record.advertiser_id, [str(record.audience_id)], batch)  # type: ignore[arg-type]
+
+    def on_outcome(self, outcome: BatchOutcome, batch: UserBatch) -> None:
+        mirror = self.preparation.mirror
+        if mirror is not None and outcome.status is Status.ACKNOWLEDGED:
+            fields = [f.value for f in self.preparation.options.fields]
+            snapshot = mirror.snapshot(self.ledger.warehouse, self.record.advertiser_id, self.record.audience_id)
+            snapshot.apply(batch, fields)  # before the ledger: a crash between the two only resends
+        self.ledger.record_outcome(outcome)
+        self.counters.save_now_and_then()
+
+    def run(self, batches: Iterable[UserBatch]) -> AttemptOutcome:
+        record, ledger, clock = self.record, self.ledger, self.clock
+        staging = isinstance(batches, StagingFeed)
+        record.attempts += 1
+        if not staging:
+            ledger.save(record)  # a killed attempt still counts (a staging one starts afresh anyway)
+        window_over = time.time() > record.first_attempt_at + self.limits.retry_window.total_seconds()
+        result = None
+        with ledger.warehouse.one_connection():  # the attempt's ledger statements, one per batch, share it
+            if not window_over:
+                with clock.phase("upload"):
+                    waiting = None if staging else ledger.totals().count(Status.PENDING)
+                    result = upload_batches(
+                        batches,
+                        clock.stamp_first_request(self.send),
+                        concurrency=self.limits.concurrency,
+                        on_outcome=self.on_outcome,
+                        start_deadline=time.monotonic() + self.limits.attempt_budget.total_seconds(),
+                        progress=Progress(waiting, self.log_info),
+                    )
+            if isinstance(batches, StagingFeed):
+                batches.finish()  # the upload may have stopped early: the rest is staged for the retry
+            failure = self._settle(result, window_over)
+            with clock.phase("report"):
+                return self._report(failure, result)
+
+    def _settle(self, result: UploadResult | None, window_over: bool) -> str | None:
+        """Error what can no longer be sent; the reason the task must fail without retrying, if any."""
+        if result is not None and result.fatal is not None:
+            self.ledger.error_pending(result.fatal.code)
+            return f"Sync stopped: {result.fatal}"
+        if window_over:
+            code = self.ledger.totals().pending_last_code
+            self.ledger.error_pending(code if code is not None else -1)
+            return (
+                f"Retry window of {self.limits.retry_window} since the first attempt is over; "
+                "users still pending are counted as errored."
+            )
+        return None
+
+    def _report(self, failure: str | None, result: UploadResult | None) -> AttemptOutcome:
+        record, clock = self.record, self.clock
+        self.counters.add_to_record()
+        record.duration_seconds += clock.elapsed()
+        record.phase_seconds = clock.merged(record.phase_seconds)
+        record.time_to_first_request_seconds = record.time_to_first_request_seconds or clock.first_request_seconds
+        metrics = metrics_of(record, self.ledger.totals())
+        waiting = metrics.pending + metrics.removals_pending
+        status = Status.FAILED if failure else (Status.PENDING if waiting else Status.FINISHED)
+        self.results.write(self.ledger.key, record, metrics, status)
+        record.status = status
+        self.ledger.save(record)  # after the results row: a retry after a failed write never re-uploads
+        return AttemptOutcome(metrics, status, failure, result.last_retryable if result else None)

@@ -1,0 +1,93 @@
+"""Mirror plans: adds, removals, identity changes and the removal guard, on small exact tables."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+import pytest
+
+from airflow_provider_tiktok.sync.mirror import (
+    RemovalRefused,
+    binary_digests,
+    hex_digests,
+    plan_mirror,
+)
+
+FIELDS = ["email", "phone"]
+
+
+def d(text: str | None) -> bytes | None:
+    return hashlib.sha256(text.encode()).digest() if text else None
+
+
+def members(rows: dict[str, tuple[str | None, str | None]]) -> pa.Table:
+    keys = list(rows)
+    return pa.table(
+        {
+            "user_key": pa.array(keys, pa.string()),
+            "email": pa.array([d(rows[k][0]) for k in keys], pa.binary()),
+            "phone": pa.array([d(rows[k][1]) for k in keys], pa.binary()),
+        }
+    )
+
+
+def rows_of(table: pa.Table) -> set[tuple]:
+    return set(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
+
+
+def test_new_departed_changed_and_unchanged_users_each_get_their_plan():
+    snapshot = members({"1": ("a@x", "+1"), "2": ("b@x", None), "3": ("c@x", "+3"), "4": ("d@x", None)})
+    current = members({"1": ("a@x", "+1"), "3": ("c@x", "+33"), "4": ("dd@x", None), "5": ("e@x", "+5")})
+    plan = plan_mirror(current, snapshot, FIELDS)
+    assert (plan.departed, plan.changed, plan.unchanged, plan.audience_before) == (1, 2, 1, 4)
+    assert rows_of(plan.adds) == {("3", d("c@x"), d("+33")), ("4", d("dd@x"), None), ("5", d("e@x"), d("+5"))}
+    # Departed user 2 leaves with what was sent for them; changed users lose only their old identifiers,
+    # and no snapshot row follows those (the add records the new ones).
+    assert rows_of(plan.removals) == {("2", d("b@x"), None), (None, None, d("+3")), (None, d("d@x"), None)}
+    assert plan.audience_after == 4
+
+
+def test_a_digest_still_carried_by_a_current_user_is_never_removed():
+    snapshot = members({"1": ("shared@x", "+1"), "2": ("shared@x", "+2")})
+    current = members({"2": ("shared@x", "+2")})
+    plan = plan_mirror(current, snapshot, FIELDS)
+    assert rows_of(plan.removals) == {("1", None, d("+1"))}
+
+
+def test_the_first_run_adds_everyone_and_a_rerun_sends_nothing():
+    current = members({"1": ("a@x", None), "2": ("b@x", "+2")})
+    first = plan_mirror(current, members({}), FIELDS)
+    assert first.adds.num_rows == 2 and first.removals.num_rows == 0
+    again = plan_mirror(current, current, FIELDS)
+    assert (again.adds.num_rows, again.removals.num_rows, again.unchanged) == (0, 0, 2)
+
+
+def test_an_empty_query_is_refused_by_the_removal_guard():
+    snapshot = members({str(i): (f"{i}@x", None) for i in range(2000)})
+    plan = plan_mirror(members({}), snapshot, FIELDS)
+    with pytest.raises(RemovalRefused, match="removes 100% of the audience"):
+        plan.check_removals(0.5, 1000)
+
+
+def test_a_run_that_would_leave_too_few_users_is_refused_but_one_without_removals_is_not():
+    snapshot = members({str(i): (f"{i}@x", None) for i in range(1100)})
+    current = members({str(i): (f"{i}@x", None) for i in range(900)})
+    with pytest.raises(RemovalRefused, match="leave 900 users, fewer than min_audience_size=1000"):
+        plan_mirror(current, snapshot, FIELDS).check_removals(0.5, 1000)
+    plan_mirror(current, members({}), FIELDS).check_removals(0.5, 1000)  # adds only: nothing to guard
+
+
+def test_batches_remove_first_then_add_with_hex_digests_and_keys():
+    snapshot = members({"1": ("a@x", None)})
+    current = members({"2": ("b@x", "+2")})
+    batches = list(plan_mirror(current, snapshot, FIELDS).batches(("EMAIL_SHA256", "PHONE_SHA256"), FIELDS, 10))
+    assert [(b.number, b.action, b.user_keys.to_pylist()) for b in batches] == [(1, "remove", ["1"]), (2, "add", ["2"])]
+    assert batches[1].rows() == [(hashlib.sha256(b"b@x").hexdigest(), hashlib.sha256(b"+2").hexdigest())]
+
+
+def test_hex_and_binary_digests_convert_both_ways_with_nulls():
+    hexes = pa.array([hashlib.md5(b"x").hexdigest(), None, hashlib.md5(b"y").hexdigest()])
+    binary = binary_digests(hexes)
+    assert binary.to_pylist() == [hashlib.md5(b"x").digest(), None, hashlib.md5(b"y").digest()]
+    assert hex_digests(binary).to_pylist() == hexes.to_pylist()
