@@ -1,8 +1,8 @@
 """The plugin's FastAPI app: HTML pages and their JSON, every route behind Airflow's own authentication.
 
 FastAPI apps from plugins are mounted as they are, without Airflow's auth, so each route here depends on
-``readable_dag_ids``: no valid Airflow session or bearer token -> 401/403, and only rows of DAGs the user may
-read are ever used.
+``readable_dag_ids``: no valid Airflow session cookie or bearer token -> 401/403 (Airflow's own ``get_user``),
+and only rows of DAGs the user may read are ever used. Imported by the API server only (see ``LazyApp``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.core_api.security import GetUserDep
+from airflow.configuration import conf
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
@@ -35,19 +38,8 @@ STATIC_FILES = {"audiences.css": "text/css", "audiences.js": "text/javascript", 
 SPARK_RUNS = 30
 
 
-async def _user(request: Request) -> Any:
-    from airflow.api_fastapi.core_api.security import get_user, resolve_user_from_token
-
-    authorization = request.headers.get("authorization", "")
-    if authorization.lower().startswith("bearer "):
-        return await resolve_user_from_token(authorization[7:])
-    return await get_user(request, None, None)
-
-
-def readable_dag_ids(user: Annotated[Any, Depends(_user)]) -> set[str]:
-    """The DAGs the signed-in user may read (raises 401/403 before this when nobody is signed in)."""
-    from airflow.api_fastapi.app import get_auth_manager
-
+def readable_dag_ids(user: GetUserDep) -> set[str]:
+    """The DAGs the signed-in user may read; Airflow's own ``get_user`` answers 401/403 when nobody is."""
     return get_auth_manager().get_authorized_dag_ids(user=user, method="GET")
 
 
@@ -55,14 +47,10 @@ ReadableDags = Annotated[set[str], Depends(readable_dag_ids)]
 
 
 def _tiktok_conn_id() -> str | None:
-    from airflow.configuration import conf
-
     return conf.get("tiktok", "ui_tiktok_conn_id", fallback="tiktok_default") or None
 
 
 def _ui_root() -> str:
-    from airflow.configuration import conf
-
     return urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
 
 
