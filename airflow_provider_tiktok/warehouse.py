@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy
 from airflow.providers.common.sql.hooks.sql import DbApiHook
 from airflow.sdk import BaseHook
@@ -80,15 +81,66 @@ class Warehouse:
     def read_chunks(
         self, sql: str, chunk_size: int, parameters: Mapping[str, Any] | None = None
     ) -> Iterator[pd.DataFrame]:
-        """Stream a query in DataFrame chunks (server-side cursor where the driver has one).
+        """Stream a query in DataFrame chunks: Arrow-native (ADBC) on SQLite and PostgreSQL, else through
+        SQLAlchemy with a server-side cursor. ``:name`` placeholders work the same on every path."""
+        arrow = self._adbc_connect()
+        if arrow is None:
+            yield from self._read_sqlalchemy(sql, chunk_size, parameters)
+            return
+        with arrow as connection, connection.cursor() as cursor:
+            yield from self._read_adbc(cursor, sql, chunk_size, parameters)
 
-        ``:name`` placeholders are bound by SQLAlchemy, so one query text works on every warehouse.
-        """
+    def _read_sqlalchemy(
+        self, sql: str, chunk_size: int, parameters: Mapping[str, Any] | None
+    ) -> Iterator[pd.DataFrame]:
         engine = self.hook.get_sqlalchemy_engine()
         with engine.connect().execution_options(stream_results=True) as connection:
             yield from pd.read_sql(
                 sqlalchemy.text(sql), connection, params=dict(parameters or {}), chunksize=chunk_size
             )
+
+    def _adbc_connect(self) -> Any | None:
+        """An ADBC connection for this warehouse, or None where no ADBC driver fits (other databases)."""
+        connection = self.hook.get_connection(self.conn_id)
+        try:
+            if self.dialect == "sqlite":
+                import adbc_driver_sqlite.dbapi
+
+                return adbc_driver_sqlite.dbapi.connect(connection.host)
+            if self.dialect.startswith("postgres"):
+                import adbc_driver_postgresql.dbapi
+
+                uri = connection.get_uri().replace("postgres://", "postgresql://", 1).split("?")[0]
+                return adbc_driver_postgresql.dbapi.connect(uri)
+        except ImportError:
+            return None
+        return None
+
+    def _read_adbc(
+        self, cursor: Any, sql: str, chunk_size: int, parameters: Mapping[str, Any] | None
+    ) -> Iterator[pd.DataFrame]:
+        sql = sql.strip().rstrip(";")
+        if self.dialect == "sqlite":
+            # SQLite lets a column hold integers in one row and text in the next, while an Arrow column
+            # has one type: read every column as text (whole floats without ".0", blobs as unreadable).
+            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_size)})
+            query, values = _positional(f"SELECT * FROM ({sql}\n) LIMIT 0", parameters, "sqlite")
+            cursor.execute(query, values)
+            names = [column[0] for column in cursor.description]
+            cursor.fetchall()
+            sql = f"SELECT {', '.join(_sqlite_text(name) for name in names)} FROM ({sql}\n)"
+        query, values = _positional(sql, parameters, self.dialect)
+        cursor.execute(query, values)
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in cursor.fetch_record_batch():
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= chunk_size:
+                yield pa.Table.from_batches(pending).to_pandas()
+                pending, rows = [], 0
+        if pending:
+            yield pa.Table.from_batches(pending).to_pandas()
 
     # --- connections and statements ----------------------------------------------------------
 
@@ -165,6 +217,23 @@ class Warehouse:
             f"ON CONFLICT ({', '.join(spec.key)}) DO UPDATE SET {updates}"
         )
         self.execute((sql, tuple(_sql_value(row.get(name)) for name in names)))
+
+
+def _positional(sql: str, parameters: Mapping[str, Any] | None, dialect: str) -> tuple[str, tuple]:
+    """``:name`` placeholders as the driver's positional ones (``?`` for SQLite, ``$n`` for PostgreSQL)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    target = sqlite.dialect() if dialect == "sqlite" else postgresql.dialect(paramstyle="numeric_dollar")
+    compiled = sqlalchemy.text(sql).compile(dialect=target)
+    values = dict(parameters or {})
+    return str(compiled), tuple(values[name] for name in compiled.positiontup or ())
+
+
+def _sqlite_text(column: str) -> str:
+    quoted = '"' + column.replace('"', '""') + '"'
+    text, whole = f"CAST({quoted} AS TEXT)", f"CAST(CAST({quoted} AS INTEGER) AS TEXT)"
+    real = f"CASE WHEN {quoted} = CAST({quoted} AS INTEGER) THEN {whole} ELSE {text} END"
+    return f"CASE typeof({quoted}) WHEN 'blob' THEN char(0) WHEN 'real' THEN ({real}) ELSE {text} END AS {quoted}"
 
 
 def _sql_value(value: Any) -> Any:
