@@ -147,6 +147,8 @@ def create_app(results: ResultsCache | None = None, sizes: AudienceSizes | None 
 
     @app.get("/static/{name}")
     def static(name: str, _: ReadableDags) -> FileResponse:
+        """Also the first request of every Airflow UI page (the nav icon): a chance to read the tables early."""
+        results.warm(configured_sources())
         if name not in STATIC_FILES:
             raise HTTPException(status_code=404)
         return FileResponse(STATIC / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "max-age=300"})

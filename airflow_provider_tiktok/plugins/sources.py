@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,6 @@ def read_table(source: ResultsSource, since: str | None = None) -> list[dict[str
             cursor.close()
 
 
-def _row_key(row: dict[str, Any]) -> tuple:
-    return tuple(row.get(name) for name in KEY_COLUMNS)
-
-
 @dataclass
 class _Cached:
     rows: dict[tuple, dict[str, Any]] = field(default_factory=dict)
@@ -121,9 +118,12 @@ class ResultsCache:
             )
         else:
             rows = dict(cached.rows) if incremental else {}  # swapped in whole: readers never see it half-built
-            rows.update((_row_key(row), row) for row in fresh)
-            stamps = [str(row["updated_at"]) for row in fresh if row.get("updated_at") is not None]
-            cached.newest = max([*stamps, *([cached.newest] if cached.newest else [])], default=None)
+            if fresh:
+                rows.update(zip(map(itemgetter(*KEY_COLUMNS), fresh), fresh, strict=True))
+            stamps = (str(row["updated_at"]) for row in fresh if row.get("updated_at") is not None)
+            newest = max(stamps, default=None)
+            if newest is not None and (cached.newest is None or newest > cached.newest):
+                cached.newest = newest
             cached.rows, cached.error = rows, None
             if not incremental:
                 cached.full_read_at = now
@@ -151,6 +151,16 @@ class ResultsCache:
             if cached.error:
                 errors.append(cached.error)
         return rows, errors
+
+    def warm(self, sources: Sequence[ResultsSource]) -> None:
+        """Start the first read of sources nobody has read yet, in the background."""
+        for source in sources:
+            with self._lock:
+                cached = self._cached.setdefault(source, _Cached())
+                if cached.first_read.is_set() or source in self._refreshing:
+                    continue
+                self._refreshing.add(source)
+            self._executor.submit(self._refresh, source, cached)
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Block until no refresh is in flight (tests and benchmarks)."""

@@ -68,3 +68,18 @@ def test_after_the_first_read_pages_never_wait_for_the_warehouse():
     release.set()
     cache.wait_idle()
     assert len(cache.rows([ResultsSource("wh")])[0]) == 2
+
+
+def test_warm_starts_the_first_read_without_waiting_and_pages_then_find_it_done():
+    release = threading.Event()
+
+    def reader(source, since):
+        release.wait(10)
+        return [result_row(1, 0)]
+
+    cache = ResultsCache(reader=reader)
+    started = time.monotonic()
+    cache.warm([ResultsSource("wh")])
+    assert time.monotonic() - started < 1
+    release.set()
+    assert len(cache.rows([ResultsSource("wh")])[0]) == 1  # waits for the read already under way, no second one
