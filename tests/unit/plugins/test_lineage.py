@@ -48,3 +48,14 @@ def test_sync_lineage_names_warehouse_tables_and_the_audience(monkeypatch):
     assert "pw" not in repr(lineage) and ":u@" not in repr(lineage)
     by_name = sync_lineage(None, None, "7", None, "Winback - step 1")
     assert by_name.inputs == [] and by_name.outputs[0].name == "audiences/Winback%20-%20step%201"
+
+
+def test_the_example_downstream_dag_is_scheduled_on_the_demo_audience_asset():
+    import runpy
+    from pathlib import Path
+
+    dags = Path(__file__).resolve().parents[3] / "dags"
+    dag = runpy.run_path(str(dags / "tiktok_audience_refreshed.py"))["dag"]
+    assert [asset.uri for asset in dag.timetable.asset_condition.objects] == [
+        audience_asset_uri("7000000000001", "Loyalty - VIP lookalike seed")
+    ]
