@@ -84,18 +84,12 @@ class FileUploader:
 
     :param hook: the task's hook (its retries, rate gate and counters apply to every call).
     :param advertiser_id: the ad account owning the audience.
-    :param action: ``add`` (APPEND) or ``remove`` (REMOVE).
     :param id_schema: the sync's id types; see ``calculate_type_for``.
     """
 
-    def __init__(
-        self, hook: TikTokHook, advertiser_id: str, action: Literal["add", "remove"], id_schema: Sequence[str]
-    ) -> None:
-        if action not in FILE_UPDATE_ACTIONS:
-            raise TikTokConfigurationError(f"action must be 'add' or 'remove', not {action!r}.")
+    def __init__(self, hook: TikTokHook, advertiser_id: str, id_schema: Sequence[str]) -> None:
         self.hook = hook
         self.advertiser_id = advertiser_id
-        self.update_action = FILE_UPDATE_ACTIONS[action]
         self.calculate_type = calculate_type_for(id_schema)
         self._created_from: tuple[str, int] | None = None  # (audience id, batch number) a creation consumed
         self._lock = threading.Lock()
@@ -105,14 +99,16 @@ class FileUploader:
         file_name = f"{self.calculate_type.lower()}-batch-{batch.number:06d}.txt"
         return self.hook.upload_audience_file(self.advertiser_id, self.calculate_type, file_content(batch), file_name)
 
-    def send(self, batch: UserBatch, audience_id: str) -> None:
-        """APPEND or REMOVE the batch's users; the batch an audience was just created from is in it already."""
+    def send(self, batch: UserBatch, audience_id: str, action: Literal["add", "remove"]) -> None:
+        """APPEND (``add``) or REMOVE (``remove``) the batch's users; the batch an audience was just created
+        from is in it already. The action is per call, as a mirror sync's batches each carry their own."""
+        if action not in FILE_UPDATE_ACTIONS:
+            raise TikTokConfigurationError(f"action must be 'add' or 'remove', not {action!r}.")
         with self._lock:
-            if self._created_from == (str(audience_id), batch.number):
+            if action == "add" and self._created_from == (str(audience_id), batch.number):
                 return
-        if not len(batch):
-            return
-        self.hook.update_audience_files(self.advertiser_id, str(audience_id), self.update_action, [self.upload(batch)])
+        file_paths = [self.upload(batch)]
+        self.hook.update_audience_files(self.advertiser_id, str(audience_id), FILE_UPDATE_ACTIONS[action], file_paths)
 
     def create_audience(self, name: str, first_batch: UserBatch) -> str:
         """Find ``name`` or create it from ``first_batch``'s file (once, even with racing tasks); its id.

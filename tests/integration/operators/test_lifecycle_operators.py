@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
@@ -46,16 +48,19 @@ def hook_for(sandbox) -> TikTokHook:
 
 def file_audience(sandbox, name: str, users: range) -> str:
     with closing(hook_for(sandbox)) as hook:
-        return FileUploader(hook, OWNER, "add", ("EMAIL_SHA256",)).create_audience(name, emails(1, users))
+        return FileUploader(hook, OWNER, ("EMAIL_SHA256",)).create_audience(name, emails(1, users))
 
 
-def run(sandbox, dag_id: str, tasks: list[dict], *, logical_date: str = "2026-11-08T00:00:00+00:00", chain=True):
-    env = {
+def lifecycle_env(sandbox, dag_id: str, tasks: list[dict], chain: bool = True) -> dict[str, str]:
+    return {
         **os.environ,
         "AIRFLOW_CONN_TIKTOK_DEFAULT": sandbox.connection_json(),
         "TIKTOK_LIFECYCLE_SPEC": json.dumps({"dag_id": dag_id, "tasks": tasks, "chain": chain}),
     }
-    return dags_test(dag_id, env, logical_date=logical_date)
+
+
+def run(sandbox, dag_id: str, tasks: list[dict], *, logical_date: str = "2026-11-08T00:00:00+00:00", chain=True):
+    return dags_test(dag_id, lifecycle_env(sandbox, dag_id, tasks, chain), logical_date=logical_date)
 
 
 def returned(dag_id: str, task_id: str) -> list[dict]:
@@ -66,6 +71,10 @@ def returned(dag_id: str, task_id: str) -> list[dict]:
             (dag_id, task_id),
         ).fetchall()
     return [json.loads(value) if isinstance(value, str | bytes) else value for (value,) in rows]
+
+
+def lists(sandbox) -> int:
+    return int(sandbox.stats()["requests"].get("dmp/custom_audience/list/", {}).get("0", 0))
 
 
 def named(sandbox, name: str) -> list[dict]:
@@ -94,10 +103,19 @@ LOOKALIKE_THEN_SHARE = [
 
 
 @pytest.mark.usefixtures("lifecycle_dags")
-@pytest.mark.parametrize("sandbox", [{"valid_after_seconds": 20}], indirect=True)
+@pytest.mark.parametrize("sandbox", [{"valid_after_seconds": 0, "min_audience_size": 10}], indirect=True)
 def test_lookalike_waits_deferred_for_its_seed_is_shared_and_a_rerun_reuses_it(sandbox):
-    seed_id = file_audience(sandbox, "VIP seed", range(1200))  # calculating for 20 s: the task defers
-    done = run(sandbox, "vip_lookalike", LOOKALIKE_THEN_SHARE)
+    seed_id = file_audience(sandbox, "VIP seed", range(50))  # too small to seed a lookalike: the task defers
+    sandbox.reset_stats()  # count only the task's requests from here
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(run, sandbox, "vip_lookalike", LOOKALIKE_THEN_SHARE)
+        deadline = time.monotonic() + 300
+        while lists(sandbox) < 2 and not running.done():  # the lookalike's name, then the seed's
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        with closing(hook_for(sandbox)) as hook:
+            FileUploader(hook, OWNER, ("EMAIL_SHA256",)).send(emails(2, range(50, 1200)), seed_id, "add")
+        done = running.result(timeout=300)
     assert done.returncode == 0, done.stdout[-4000:]
     assert "deferred" in done.stdout.lower()
     [first] = returned("vip_lookalike", "lookalike")

@@ -36,18 +36,17 @@ def hook(sandbox):
 
 
 def test_add_then_remove_leaves_exactly_the_expected_members(sandbox, hook):
-    adder = FileUploader(hook, ADVERTISER, "add", ("EMAIL_SHA256",))
+    uploader = FileUploader(hook, ADVERTISER, ("EMAIL_SHA256",))
     batches = [emails(n + 1, range(n * 1000, (n + 1) * 1000)) for n in range(3)]
-    audience_id = adder.create_audience("Members by file", batches[0])
+    audience_id = uploader.create_audience("Members by file", batches[0])
     for batch in batches:  # as the upload engine sends them: the first too
-        adder.send(batch, audience_id)
+        uploader.send(batch, audience_id, "add")
     assert sorted(sandbox.members(audience_id)) == sorted(email_digests(range(3000)))
-    adder.send(batches[1], audience_id)  # a retried batch changes nothing
+    uploader.send(batches[1], audience_id, "add")  # a retried batch changes nothing
     assert len(sandbox.members(audience_id)) == 3000
 
-    remover = FileUploader(hook, ADVERTISER, "remove", ("EMAIL_SHA256",))
-    remover.send(emails(1, range(500, 1500)), audience_id)
-    remover.send(emails(1, range(500, 1500)), audience_id)  # and a retried removal too
+    uploader.send(emails(4, range(500, 1500)), audience_id, "remove")
+    uploader.send(emails(4, range(500, 1500)), audience_id, "remove")  # and a retried removal too
     assert sorted(sandbox.members(audience_id)) == sorted(email_digests([*range(500), *range(1500, 3000)]))
     requests = sandbox.stats()["requests"]
     assert requests["dmp/custom_audience/create/"] == {"0": 1}
@@ -56,19 +55,19 @@ def test_add_then_remove_leaves_exactly_the_expected_members(sandbox, hook):
 
 
 def test_a_sync_smaller_than_tiktoks_minimum_creates_its_audience_from_its_only_file(sandbox, hook):
-    uploader = FileUploader(hook, ADVERTISER, "add", ("EMAIL_SHA256",))
+    uploader = FileUploader(hook, ADVERTISER, ("EMAIL_SHA256",))
     only = emails(1, range(300))
     audience_id = uploader.create_audience("Small by file", only)
-    uploader.send(only, audience_id)  # an APPEND here would be refused: 300 < 1,000
+    uploader.send(only, audience_id, "add")  # an APPEND here would be refused: 300 < 1,000
     assert sorted(sandbox.members(audience_id)) == sorted(email_digests(range(300)))
     assert "dmp/custom_audience/update/" not in sandbox.stats()["requests"]
 
 
 def test_a_removal_below_the_minimum_is_refused_and_changes_nothing(sandbox, hook):
-    uploader = FileUploader(hook, ADVERTISER, "add", ("EMAIL_SHA256",))
+    uploader = FileUploader(hook, ADVERTISER, ("EMAIL_SHA256",))
     audience_id = uploader.create_audience("Kept above 1000", emails(1, range(1200)))
     with pytest.raises(TikTokBadRequestError, match="below the minimum 1000"):
-        FileUploader(hook, ADVERTISER, "remove", ("EMAIL_SHA256",)).send(emails(1, range(300)), audience_id)
+        uploader.send(emails(2, range(300)), audience_id, "remove")
     assert len(sandbox.members(audience_id)) == 1200
 
 
@@ -76,7 +75,7 @@ def test_idfa_and_gaid_together_become_one_either_platform_file(sandbox, hook):
     ids = [str(uuid.UUID(int=n)) for n in range(1, 1001)]
     idfa = pa.array([sha(i) if n % 2 else None for n, i in enumerate(ids)])
     gaid = pa.array([None if n % 2 else sha(i) for n, i in enumerate(ids)])
-    uploader = FileUploader(hook, ADVERTISER, "add", ("IDFA_SHA256", "AAID_SHA256"))
+    uploader = FileUploader(hook, ADVERTISER, ("IDFA_SHA256", "AAID_SHA256"))
     audience_id = uploader.create_audience(
         "Devices by file", UserBatch(1, ("IDFA_SHA256", "AAID_SHA256"), (idfa, gaid))
     )

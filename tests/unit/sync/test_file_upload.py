@@ -92,9 +92,15 @@ def test_file_holds_each_users_first_digest_one_a_line():
     assert file_content(UserBatch(1, ("EMAIL_SHA256",), (pa.array([], pa.string()),))) == b""
 
 
+def test_an_unknown_action_is_refused_before_uploading(hook, api):
+    with pytest.raises(TikTokConfigurationError, match="'add' or 'remove'"):
+        FileUploader(hook, ADVERTISER, ("EMAIL_SHA256",)).send(emails(1, range(3)), "55", "delete")  # type: ignore[arg-type]
+    assert api["upload"].call_count == 0
+
+
 def test_add_uploads_one_file_per_batch_then_appends_it(hook, api):
-    uploader = FileUploader(hook, ADVERTISER, "add", ("EMAIL_SHA256",))
-    uploader.send(emails(7, range(3)), "55")
+    uploader = FileUploader(hook, ADVERTISER, ("EMAIL_SHA256",))
+    uploader.send(emails(7, range(3)), "55", "add")
     [upload] = api["upload"].request_history
     assert uploaded_file(upload) == "".join(sha(f"u{n}@x.io") + "\n" for n in range(3)).encode()
     assert b'name="file_name"\r\n\r\nemail_sha256-batch-000007.txt' in upload.body
@@ -108,10 +114,10 @@ def test_add_uploads_one_file_per_batch_then_appends_it(hook, api):
 
 
 def test_remove_sends_remove_and_a_retried_batch_is_uploaded_again(hook, api):
-    uploader = FileUploader(hook, ADVERTISER, "remove", ("EMAIL_SHA256",))
+    uploader = FileUploader(hook, ADVERTISER, ("EMAIL_SHA256",))
     batch = emails(2, range(5))
-    uploader.send(batch, "55")
-    uploader.send(batch, "55")  # the engine's retry of the same batch
+    uploader.send(batch, "55", "remove")
+    uploader.send(batch, "55", "remove")  # the engine's retry of the same batch
     assert [r.json()["action"] for r in api["update"].request_history] == ["REMOVE", "REMOVE"]
     assert [r.json()["file_paths"] for r in api["update"].request_history] == [["f1"], ["f2"]]
     assert uploaded_file(api["upload"].request_history[0]) == uploaded_file(api["upload"].request_history[1])
@@ -120,7 +126,7 @@ def test_remove_sends_remove_and_a_retried_batch_is_uploaded_again(hook, api):
 def test_audience_is_created_from_the_first_file_which_is_then_not_appended_again(hook, api, requests_mock):
     listings = [{"list": []}, {"list": []}, {"list": [{"audience_id": "55", "name": "vip"}]}]
     requests_mock.get(BASE + "dmp/custom_audience/list/", [{"json": envelope(page)} for page in listings])
-    uploader = FileUploader(hook, ADVERTISER, "add", ("EMAIL_SHA256",))
+    uploader = FileUploader(hook, ADVERTISER, ("EMAIL_SHA256",))
     first, second = emails(1, range(0, 10)), emails(2, range(10, 20))
     assert uploader.create_audience("vip", first) == "55"
     created = api["create"].last_request.json()
@@ -129,8 +135,8 @@ def test_audience_is_created_from_the_first_file_which_is_then_not_appended_agai
         "EMAIL_SHA256",
         "vip",
     )
-    uploader.send(first, "55")
-    uploader.send(second, "55")
+    uploader.send(first, "55", "add")
+    uploader.send(second, "55", "add")
     assert [r.json()["file_paths"] for r in api["update"].request_history] == [["f2"]]  # only the second batch
 
 
@@ -149,11 +155,11 @@ def test_when_another_task_created_the_audience_first_the_first_batch_is_appende
     ]
     requests_mock.get(BASE + "dmp/custom_audience/list/", [{"json": envelope(page)} for page in listings])
     deleted = requests_mock.post(BASE + "segment/audience/", json=envelope())
-    uploader = FileUploader(hook, ADVERTISER, "add", ("EMAIL_SHA256",))
+    uploader = FileUploader(hook, ADVERTISER, ("EMAIL_SHA256",))
     first = emails(1, range(3))
     assert uploader.create_audience("vip", first) == "44"
     assert deleted.last_request.json()["delete_audience_id"] == ["55"]  # our duplicate goes
-    uploader.send(first, "44")
+    uploader.send(first, "44", "add")
     assert api["update"].last_request.json()["custom_audience_id"] == "44"
 
 
@@ -161,6 +167,6 @@ def test_an_existing_audience_is_reused_without_uploading(hook, api, requests_mo
     requests_mock.get(
         BASE + "dmp/custom_audience/list/", json=envelope({"list": [{"audience_id": "44", "name": "vip"}]})
     )
-    uploader = FileUploader(hook, ADVERTISER, "add", ("EMAIL_SHA256",))
+    uploader = FileUploader(hook, ADVERTISER, ("EMAIL_SHA256",))
     assert uploader.create_audience("vip", emails(1, range(3))) == "44"
     assert api["upload"].call_count == 0 and api["create"].call_count == 0
