@@ -118,7 +118,7 @@ def most_in_any_window(starts: list[float], window: float) -> int:
 
 def test_processes_on_one_token_share_fifty_per_second_and_use_it(redis_server):
     context = multiprocessing.get_context("fork")
-    syncs, threads, per_thread = 3, 8, 7  # 168 starts: about 3.5 s at the full budget
+    syncs, threads, per_thread = 3, 4, 14  # 168 starts: about 3.5 s at the full budget
     ready, starts = context.Barrier(syncs), context.Queue()
     processes = [
         context.Process(target=_acquire_in_threads, args=(redis_server.url, per_thread, threads, ready, starts))
@@ -132,9 +132,9 @@ def test_processes_on_one_token_share_fifty_per_second_and_use_it(redis_server):
     assert [shared for shared, _ in reports] == [True] * syncs
     combined = [start for _, mine in reports for start in mine]
     assert len(combined) == syncs * threads * per_thread
-    assert most_in_any_window(combined, 1.0) <= TIKTOK_MAX_QPS
-    rate = (len(combined) - 1) / (max(combined) - min(combined))
-    assert 0.9 * TIKTOK_MAX_QPS <= rate <= TIKTOK_MAX_QPS, rate
+    peak, rate = most_in_any_window(combined, 1.0), (len(combined) - 1) / (max(combined) - min(combined))
+    assert peak <= TIKTOK_MAX_QPS, f"{peak} starts in one second"
+    assert 0.9 * TIKTOK_MAX_QPS <= rate <= TIKTOK_MAX_QPS, f"{rate:.1f} starts/s together"
 
 
 def test_the_store_sees_a_fingerprint_of_the_token_never_the_token(redis_server):
