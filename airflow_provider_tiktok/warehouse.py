@@ -81,14 +81,17 @@ class Warehouse:
     def read_chunks(
         self, sql: str, chunk_size: int, parameters: Mapping[str, Any] | None = None
     ) -> Iterator[pd.DataFrame]:
-        """Stream a query in DataFrame chunks: Arrow-native (ADBC) on SQLite and PostgreSQL, else through
-        SQLAlchemy with a server-side cursor. ``:name`` placeholders work the same on every path."""
-        arrow = self._adbc_connect()
-        if arrow is None:
+        """Stream a query in DataFrame chunks, by the fastest reader this warehouse allows: Arrow-native ADBC
+        on PostgreSQL, the driver's own cursor on SQLite, SQLAlchemy with a server-side cursor elsewhere.
+        ``:name`` placeholders work the same on every path."""
+        if self.dialect == "sqlite":
+            # Not ADBC: its driver carries its own copy of SQLite, and two copies of SQLite in one process
+            # release each other's file locks (a "disk I/O error" while the ledger is written).
+            yield from self._read_cursor(sql, chunk_size, parameters)
+        elif self.dialect.startswith("postgres") and _has_adbc_postgres():
+            yield from self._read_adbc_postgres(sql, chunk_size, parameters)
+        else:
             yield from self._read_sqlalchemy(sql, chunk_size, parameters)
-            return
-        with arrow as connection, connection.cursor() as cursor:
-            yield from self._read_adbc(cursor, sql, chunk_size, parameters)
 
     def _read_sqlalchemy(
         self, sql: str, chunk_size: int, parameters: Mapping[str, Any] | None
@@ -99,48 +102,34 @@ class Warehouse:
                 sqlalchemy.text(sql), connection, params=dict(parameters or {}), chunksize=chunk_size
             )
 
-    def _adbc_connect(self) -> Any | None:
-        """An ADBC connection for this warehouse, or None where no ADBC driver fits (other databases)."""
-        connection = self.hook.get_connection(self.conn_id)
-        try:
-            if self.dialect == "sqlite":
-                import adbc_driver_sqlite.dbapi
-
-                return adbc_driver_sqlite.dbapi.connect(connection.host)
-            if self.dialect.startswith("postgres"):
-                import adbc_driver_postgresql.dbapi
-
-                uri = connection.get_uri().replace("postgres://", "postgresql://", 1).split("?")[0]
-                return adbc_driver_postgresql.dbapi.connect(uri)
-        except ImportError:
-            return None
-        return None
-
-    def _read_adbc(
-        self, cursor: Any, sql: str, chunk_size: int, parameters: Mapping[str, Any] | None
-    ) -> Iterator[pd.DataFrame]:
-        sql = sql.strip().rstrip(";")
-        if self.dialect == "sqlite":
-            # SQLite lets a column hold integers in one row and text in the next, while an Arrow column
-            # has one type: read every column as text (whole floats without ".0", blobs as unreadable).
-            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_size)})
-            query, values = _positional(f"SELECT * FROM ({sql}\n) LIMIT 0", parameters, "sqlite")
-            cursor.execute(query, values)
+    def _read_cursor(self, sql: str, chunk_size: int, parameters: Mapping[str, Any] | None) -> Iterator[pd.DataFrame]:
+        """SQLite binds ``:name`` itself; cells keep their Python types (the identifier core reads any)."""
+        with closing(self.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
+            cursor.execute(sql, dict(parameters or {}))
             names = [column[0] for column in cursor.description]
-            cursor.fetchall()
-            sql = f"SELECT {', '.join(_sqlite_text(name) for name in names)} FROM ({sql}\n)"
-        query, values = _positional(sql, parameters, self.dialect)
-        cursor.execute(query, values)
-        pending: list[pa.RecordBatch] = []
-        rows = 0
-        for batch in cursor.fetch_record_batch():
-            pending.append(batch)
-            rows += batch.num_rows
-            if rows >= chunk_size:
+            while rows := cursor.fetchmany(chunk_size):
+                yield pd.DataFrame.from_records(rows, columns=names)
+
+    def _read_adbc_postgres(
+        self, sql: str, chunk_size: int, parameters: Mapping[str, Any] | None
+    ) -> Iterator[pd.DataFrame]:
+        import adbc_driver_postgresql.dbapi
+
+        uri = self.hook.get_connection(self.conn_id).get_uri()
+        uri = uri.replace("postgres://", "postgresql://", 1).split("?")[0]
+        query, values = _dollar_parameters(sql.strip().rstrip(";"), parameters)
+        with adbc_driver_postgresql.dbapi.connect(uri) as connection, connection.cursor() as cursor:
+            cursor.execute(query, values or None)
+            pending: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in cursor.fetch_record_batch():
+                pending.append(batch)
+                rows += batch.num_rows
+                if rows >= chunk_size:
+                    yield pa.Table.from_batches(pending).to_pandas()
+                    pending, rows = [], 0
+            if pending:
                 yield pa.Table.from_batches(pending).to_pandas()
-                pending, rows = [], 0
-        if pending:
-            yield pa.Table.from_batches(pending).to_pandas()
 
     # --- connections and statements ----------------------------------------------------------
 
@@ -219,21 +208,21 @@ class Warehouse:
         self.execute((sql, tuple(_sql_value(row.get(name)) for name in names)))
 
 
-def _positional(sql: str, parameters: Mapping[str, Any] | None, dialect: str) -> tuple[str, tuple]:
-    """``:name`` placeholders as the driver's positional ones (``?`` for SQLite, ``$n`` for PostgreSQL)."""
-    from sqlalchemy.dialects import postgresql, sqlite
+def _has_adbc_postgres() -> bool:
+    try:
+        import adbc_driver_postgresql.dbapi  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
-    target = sqlite.dialect() if dialect == "sqlite" else postgresql.dialect(paramstyle="numeric_dollar")
-    compiled = sqlalchemy.text(sql).compile(dialect=target)
+
+def _dollar_parameters(sql: str, parameters: Mapping[str, Any] | None) -> tuple[str, tuple]:
+    """``:name`` placeholders as PostgreSQL's ``$n``, compiled by SQLAlchemy (it knows quoting and ``::casts``)."""
+    from sqlalchemy.dialects import postgresql
+
+    compiled = sqlalchemy.text(sql).compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
     values = dict(parameters or {})
     return str(compiled), tuple(values[name] for name in compiled.positiontup or ())
-
-
-def _sqlite_text(column: str) -> str:
-    quoted = '"' + column.replace('"', '""') + '"'
-    text, whole = f"CAST({quoted} AS TEXT)", f"CAST(CAST({quoted} AS INTEGER) AS TEXT)"
-    real = f"CASE WHEN {quoted} = CAST({quoted} AS INTEGER) THEN {whole} ELSE {text} END"
-    return f"CASE typeof({quoted}) WHEN 'blob' THEN char(0) WHEN 'real' THEN ({real}) ELSE {text} END AS {quoted}"
 
 
 def _sql_value(value: Any) -> Any:

@@ -26,6 +26,8 @@ class SyncMetrics:
     attempts: int = 0
     batches_total: int = 0
     duration_seconds: float = 0.0
+    active_seconds: float = 0.0  # first source row read to last acknowledgement
+    cpu_seconds: float = 0.0
     time_to_first_request_seconds: float | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -39,7 +41,8 @@ class SyncMetrics:
 
     @property
     def users_per_second(self) -> float:
-        return round(self.synced / self.duration_seconds, 1) if self.duration_seconds > 0 else 0.0
+        seconds = self.active_seconds or self.duration_seconds
+        return round(self.synced / seconds, 1) if seconds > 0 else 0.0
 
     def check_invariant(self) -> None:
         accounted = self.synced + self.unchanged + self.not_synced_total + self.pending + self.errored_total

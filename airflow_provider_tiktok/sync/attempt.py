@@ -61,6 +61,8 @@ class UploadAttempt:
         self.hook.map_batch(action, record.advertiser_id, [str(record.audience_id)], batch)  # type: ignore[arg-type]
 
     def on_outcome(self, outcome: BatchOutcome, batch: UserBatch) -> None:
+        if outcome.status is Status.ACKNOWLEDGED:
+            self.clock.stamp_ack()
         mirror = self.preparation.mirror
         if mirror is not None and outcome.status is Status.ACKNOWLEDGED:
             fields = [f.value for f in self.preparation.options.fields]
@@ -113,6 +115,8 @@ class UploadAttempt:
         record, clock = self.record, self.clock
         self.counters.add_to_record()
         record.duration_seconds += clock.elapsed()
+        record.active_seconds += clock.active_seconds
+        record.cpu_seconds += clock.cpu_seconds()
         record.phase_seconds = clock.merged(record.phase_seconds)
         record.time_to_first_request_seconds = record.time_to_first_request_seconds or clock.first_request_seconds
         metrics = metrics_of(record, self.ledger.totals())

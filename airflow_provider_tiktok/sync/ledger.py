@@ -119,6 +119,8 @@ class SyncRecord:
     retries: int = 0
     rate_limited: int = 0
     duration_seconds: float = 0.0
+    active_seconds: float = 0.0
+    cpu_seconds: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
     time_to_first_request_seconds: float | None = None
 

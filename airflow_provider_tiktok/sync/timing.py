@@ -20,6 +20,8 @@ T = TypeVar("T")
 class PhaseClock:
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self.cpu_started = time.process_time()
+        self.last_ack_at: float | None = None
         self.seconds: dict[str, float] = defaultdict(float)
         self.first_chunk_at: float | None = None
         self.first_request_at: float | None = None
@@ -72,6 +74,20 @@ class PhaseClock:
         if self.first_request_at is None or self.first_chunk_at is None:
             return None
         return round(max(self.first_request_at - self.first_chunk_at, 0.0), 3)
+
+    def stamp_ack(self) -> None:
+        self.last_ack_at = time.monotonic()
+
+    @property
+    def active_seconds(self) -> float:
+        """From the first source chunk read (or the attempt's start, on a retry) to the last acknowledgement."""
+        if self.last_ack_at is None:
+            return 0.0
+        return max(self.last_ack_at - (self.first_chunk_at or self.started), 0.0)
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the whole task process (every thread) since the attempt started."""
+        return time.process_time() - self.cpu_started
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

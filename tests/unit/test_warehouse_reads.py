@@ -1,4 +1,4 @@
-"""Source reads: the Arrow-native path reads what the SQLAlchemy path reads, on SQLite's mixed-type columns too."""
+"""Source reads: SQLite through its own cursor (mixed-type columns included), parameters bound by name."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from airflow_provider_tiktok.warehouse import Warehouse
+from airflow_provider_tiktok.warehouse import Warehouse, _dollar_parameters
 
 
 @pytest.fixture
@@ -22,22 +22,26 @@ def warehouse(tmp_path, monkeypatch):
     return Warehouse("warehouse")
 
 
-QUERY = "SELECT user_id, phone, note FROM entrants WHERE rowid > :after ORDER BY rowid -- trailing comment\n;"
+QUERY = "SELECT user_id, phone, note FROM entrants WHERE rowid > :after ORDER BY rowid"
 
 
-def test_arrow_reads_stream_chunks_and_bind_named_parameters(warehouse):
+def test_sqlite_reads_stream_chunks_bind_named_parameters_and_keep_each_cells_type(warehouse):
     chunks = list(warehouse.read_chunks(QUERY, 1000, {"after": 100}))
     assert [len(c) for c in chunks] == [1000, 1000, 403]
     tail = chunks[-1].tail(3).to_dict("records")
-    # Mixed SQLite types in one column come back as text; whole floats lose their ".0"; bytes are unreadable.
-    assert [r["user_id"] for r in tail] == ["2500", "2501", "u-9"]
-    assert [r["phone"] for r in tail] == ["+1 650 555 0000", "6505550002", "\x00"]
-    assert tail[1]["note"] == "1.5"
+    assert [r["user_id"] for r in tail] == [2500, 2501.0, "u-9"]  # one column, three types: no error
+    assert [r["phone"] for r in tail] == ["+1 650 555 0000", 6505550002.0, b"\xff\xfe"]
 
 
-def test_arrow_and_sqlalchemy_paths_read_the_same_users(warehouse):
-    arrow = next(iter(warehouse.read_chunks(QUERY, 5000, {"after": 0})))
+def test_the_cursor_and_sqlalchemy_paths_read_the_same_rows(warehouse):
+    ours = next(iter(warehouse.read_chunks(QUERY, 5000, {"after": 0})))
     classic = next(iter(warehouse._read_sqlalchemy(QUERY, 5000, {"after": 0})))
-    assert len(arrow) == len(classic) == 2503
-    assert arrow["user_id"].head(2500).tolist() == [str(v) for v in classic["user_id"].head(2500)]
-    assert arrow["phone"].head(2500).tolist() == [str(v) for v in classic["phone"].head(2500)]
+    assert len(ours) == len(classic) == 2503
+    assert ours.head(2500).to_dict("records") == classic.head(2500).to_dict("records")
+
+
+def test_named_parameters_become_postgres_positions_once_each():
+    sql, values = _dollar_parameters(
+        "SELECT * FROM t WHERE d >= :start AND d < :end AND s = :start", {"start": 1, "end": 2}
+    )
+    assert sql == "SELECT * FROM t WHERE d >= $1 AND d < $2 AND s = $1" and values == (1, 2)

@@ -29,11 +29,11 @@ def write_entrants(url: str, frame: pd.DataFrame) -> None:
     engine.dispose()
 
 
-def churn(frame: pd.DataFrame, truths: list, round_: int) -> tuple[pd.DataFrame, list]:
-    """About 5 % of users leave, 5 % join and 5 % change their email (all rows of a user alike)."""
+def churn(frame: pd.DataFrame, truths: list, round_: int, every: int = 20) -> tuple[pd.DataFrame, list]:
+    """One user in ``every`` leaves, as many join, and one in ``every`` changes email (all rows of a user alike)."""
     users = sorted(set(frame["user_id"]))
-    leaving = set(users[round_::20])
-    moving = set(users[round_ + 7 :: 20]) - leaving
+    leaving = set(users[round_::every])
+    moving = set(users[round_ + 7 :: every]) - leaving
     kept_rows = [i for i, user in enumerate(frame["user_id"]) if user not in leaving]
     frame, truths = frame.iloc[kept_rows].reset_index(drop=True), [truths[i] for i in kept_rows]
     emails, new_truths = list(frame["email"]), []
@@ -43,7 +43,7 @@ def churn(frame: pd.DataFrame, truths: list, round_: int) -> tuple[pd.DataFrame,
             emails[i], truth = address.upper(), replace(truth, email=address)
         new_truths.append(truth)
     frame = frame.assign(email=emails)
-    joined, joined_truths = generate_entrants(len(users) // 20, seed=100 + round_)
+    joined, joined_truths = generate_entrants(len(users) // every, seed=100 + round_)
     joined = joined.assign(
         user_id=[f"r{round_}-{u}" for u in joined["user_id"]],
         email=[
