@@ -566,8 +566,7 @@ def test_killed_mid_upload_then_retried_reports_the_requests_the_emulator_saw(st
     with sqlite3.connect(warehouse) as db:
         [(run_id,)] = db.execute("SELECT run_id FROM tiktok_audience_sync_ledger").fetchall()
     done = tasks_test("fault_kill", "sync", run_id, env)
-    assert done.returncode == 0, done.stdout[-4000:]
-    assert "Resuming" in done.stdout
+    assert done.returncode == 0 and "Resuming" in done.stdout, done.stdout[-4000:]
     assert_one_line_failures(done.stdout)
     [row] = results(warehouse)
     assert_invariant(row)
