@@ -74,7 +74,8 @@ class _Rules:
     main_position: np.ndarray  # per calling code: position of its main region
     region_calling_code: pa.Array  # per position: its calling code, as text
     region_code_position: np.ndarray  # per position: its calling code's position in ``calling_codes``
-    calling_code_by_value: tuple[np.ndarray, ...]  # [size - 1][int value of a size-digit head] -> code or -1
+    code_of_head: np.ndarray  # [first three digits as a number]: position of the calling code they start with
+    code_length_of_head: np.ndarray  # … and that code's length (codes are prefix-free: at most one fits)
     main_of_region: np.ndarray  # per position: position of the main region of its calling code
     calling_code_first: np.ndarray  # per position: first digit of its calling code
     idd_first: np.ndarray  # [position, digit]: can the international prefix start with that digit
@@ -96,12 +97,16 @@ def _rules() -> _Rules:
         [[phonenumberutil._test_number_length("0" * length, m) for length in range(_LENGTH_COLUMNS)] for m in metadata],
         dtype=np.int8,
     )
-    by_value = tuple(np.full(10**size, -1, dtype=np.int64) for size in (1, 2, 3))
-    for index, code in enumerate(codes):
-        by_value[len(str(code)) - 1][code] = index
+    code_of_head, code_length_of_head = np.full(1000, -1, dtype=np.int64), np.zeros(1000, dtype=np.int64)
+    for head in range(100, 1000):  # no calling code starts with 0
+        for size in (1, 2, 3):
+            code = head // 10 ** (3 - size)
+            if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+                code_of_head[head], code_length_of_head[head] = codes.index(code), size
     main_of_code = dict(zip(codes, main, strict=True))
     return _Rules(
-        calling_code_by_value=by_value,
+        code_of_head=code_of_head,
+        code_length_of_head=code_length_of_head,
         main_of_region=np.array([main_of_code[m.country_code] for m in metadata], dtype=np.int64),
         calling_code_first=np.array([int(str(m.country_code)[0]) for m in metadata], dtype=np.int64),
         idd_first=np.array([_first_digits(m.international_prefix, False) for m in metadata], dtype=bool),
@@ -292,15 +297,16 @@ def _digit_values(head: np.ndarray) -> np.ndarray:
 
 def _calling_code_of_heads(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Position in ``calling_codes`` of the code that the three digit columns start with (-1: none), and its
-    length. Calling codes are prefix-free, so at most one of the 1-, 2- and 3-digit heads is one."""
-    by_value = _rules().calling_code_by_value
-    known = np.logical_and.accumulate(digits >= 0, axis=1)
+    length: one lookup of the three digits, kept where enough of them are digits."""
+    rules = _rules()
+    first_known = digits[:, 0] >= 0
+    two_known = first_known & (digits[:, 1] >= 0)
+    known = first_known.view(np.int8) + two_known.view(np.int8) + (two_known & (digits[:, 2] >= 0)).view(np.int8)
     value = np.maximum(digits, 0)
-    heads = (value[:, 0], value[:, 0] * 10 + value[:, 1], value[:, 0] * 100 + value[:, 1] * 10 + value[:, 2])
-    found = [np.where(known[:, size], by_value[size][heads[size]], -1) for size in range(3)]
-    position = np.where(found[0] >= 0, found[0], np.where(found[1] >= 0, found[1], found[2]))
-    length = np.select([found[0] >= 0, found[1] >= 0, found[2] >= 0], [1, 2, 3], 0)
-    return position, length
+    head = value[:, 0] * 100 + value[:, 1] * 10 + value[:, 2]
+    position, length = rules.code_of_head[head], rules.code_length_of_head[head]
+    found = (position >= 0) & (known >= length)
+    return np.where(found, position, -1), np.where(found, length, 0)
 
 
 def _parse(digits_and_plus: pa.Array, positions: np.ndarray) -> tuple[pa.Array, np.ndarray]:
