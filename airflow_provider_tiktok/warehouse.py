@@ -104,7 +104,12 @@ class Warehouse:
 
     def _read_cursor(self, sql: str, chunk_size: int, parameters: Mapping[str, Any] | None) -> Iterator[pd.DataFrame]:
         """SQLite binds ``:name`` itself; cells keep their Python types (the identifier core reads any)."""
-        with closing(self.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
+        import sqlite3
+
+        # The hook's own URI, but readable from the staging thread that goes on with the chunks the task's
+        # thread started (one reader at a time, so the driver's same-thread check can be lifted).
+        uri = self.hook.get_uri().replace("sqlite:///", "file:")
+        with closing(sqlite3.connect(uri, uri=True, check_same_thread=False)) as conn, closing(conn.cursor()) as cursor:
             cursor.execute(sql, dict(parameters or {}))
             names = [column[0] for column in cursor.description]
             while rows := cursor.fetchmany(chunk_size):

@@ -34,6 +34,7 @@ class UserBatch:
     columns: tuple[pa.Array, ...]
     action: str | None = None
     user_keys: pa.Array | None = None
+    entered_at: pa.Array | None = None  # epoch seconds each user entered, when the sync measures freshness
 
     def __len__(self) -> int:
         return len(self.columns[0]) if self.columns else 0
@@ -55,9 +56,10 @@ class UserBatch:
             width = len(digests) // max(int(present.sum()), 1)
             parts += [struct.pack("<B", len(name)), name.encode(), struct.pack("<B", width)]
             parts += [np.packbits(present, bitorder="little").tobytes(), digests]
-        if self.user_keys is not None:
-            keys = _ipc(pa.table({"user_key": self.user_keys}))
-            parts += [b"K", struct.pack("<I", len(keys)), keys]
+        for marker, name, column in ((b"K", "user_key", self.user_keys), (b"E", "entered_at", self.entered_at)):
+            if column is not None:
+                section = _ipc(pa.table({name: column}))
+                parts += [marker, struct.pack("<I", len(section)), section]
         return b"".join(parts)
 
     @classmethod
@@ -79,12 +81,14 @@ class UserBatch:
             size = int(present.sum()) * width
             arrays.append(hex_strings(bytes(view[at : at + size]), present.astype(bool), width, bitmap))
             at += size
-        user_keys = None
-        if view[at : at + 1] == b"K":
+        sections: dict[bytes, pa.Array] = {}
+        while at < len(view):
+            marker = bytes(view[at : at + 1])
             (length,) = struct.unpack_from("<I", view, at + 1)
-            keys = pa.ipc.open_stream(bytes(view[at + 5 : at + 5 + length])).read_all()
-            user_keys = keys.column("user_key").combine_chunks()
-        return cls(number, tuple(schema), tuple(arrays), action, user_keys)
+            sections[marker] = pa.ipc.open_stream(bytes(view[at + 5 : at + 5 + length])).read_all().column(0)
+            sections[marker] = sections[marker].combine_chunks()
+            at += 5 + length
+        return cls(number, tuple(schema), tuple(arrays), action, sections.get(b"K"), sections.get(b"E"))
 
     def rows(self) -> list[tuple[str | None, ...]]:
         return list(zip(*(column.to_pylist() for column in self.columns), strict=True))
@@ -151,14 +155,22 @@ def iter_batches(
 ) -> Iterator[UserBatch]:
     validate_batch_size(batch_size)
     schema = tuple(id_schema)
-    pending: list[list[pa.Array]] = [[] for _ in schema]
+    # The digest columns, then when each user entered (all nulls unless the sync measures freshness).
+    pending: list[list[pa.Array]] = [[] for _ in range(len(schema) + 1)]
     pending_rows = 0
     number = 0
+    timed = False
+
+    def batch(columns: list[pa.Array]) -> UserBatch:
+        return UserBatch(number, schema, tuple(columns[:-1]), entered_at=columns[-1] if timed else None)
+
     for users in prepared:
         if not len(users):
             continue
-        for column, digests in zip(pending, users.digests, strict=True):
-            column.append(digests)
+        timed = users.entered_at is not None
+        entered = users.entered_at if timed else pa.nulls(len(users), pa.float64())
+        for column, values in zip(pending, [*users.digests, entered], strict=True):
+            column.append(values)
         pending_rows += len(users)
         if pending_rows < batch_size:
             continue
@@ -166,9 +178,10 @@ def iter_batches(
         start = 0
         while pending_rows - start >= batch_size:
             number += 1
-            yield UserBatch(number, schema, tuple(c.slice(start, batch_size) for c in columns))
+            yield batch([c.slice(start, batch_size) for c in columns])
             start += batch_size
         pending = [[c.slice(start)] for c in columns]
         pending_rows -= start
     if pending_rows:
-        yield UserBatch(number + 1, schema, tuple(pa.concat_arrays(pieces) for pieces in pending))
+        number += 1
+        yield batch([pa.concat_arrays(pieces) for pieces in pending])

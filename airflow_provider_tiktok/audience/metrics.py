@@ -30,6 +30,9 @@ class SyncMetrics:
     cpu_seconds: float = 0.0
     time_to_first_request_seconds: float | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    lag_p50_seconds: float | None = None  # freshness: a user's entry to TikTok's acknowledgement
+    lag_p95_seconds: float | None = None
+    lag_max_seconds: float | None = None
 
     @property
     def not_synced_total(self) -> int:

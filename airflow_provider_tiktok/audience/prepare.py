@@ -127,6 +127,7 @@ class PreparedUsers:
     digests: list[pa.Array]
     rejects: pa.Table = field(default_factory=REJECTS_SCHEMA.empty_table)
     keys: pd.Series | None = None  # the user key cells, as read
+    entered_at: pa.Array | None = None  # epoch seconds each user entered, when the sync measures freshness
 
     def __len__(self) -> int:
         return len(self.digests[0]) if self.digests else 0

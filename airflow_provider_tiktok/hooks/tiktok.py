@@ -11,11 +11,10 @@ import re
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -44,7 +43,14 @@ from airflow_provider_tiktok.exceptions import (
     unwrap_envelope,
 )
 from airflow_provider_tiktok.get_provider_info import CONNECTION_FIELDS, PRODUCTION_BASE_URL, UI_FIELD_BEHAVIOUR
-from airflow_provider_tiktok.limits import MAX_AUDIENCE_NAME_LENGTH, MAX_AUDIENCES_PER_ADVERTISER, MAX_USERS_PER_MAPPING
+from airflow_provider_tiktok.limits import (
+    MAX_AUDIENCE_NAME_LENGTH,
+    MAX_AUDIENCES_PER_ADVERTISER,
+    MAX_REQUESTS_PER_SECOND,
+    MAX_USERS_PER_MAPPING,
+)
+from airflow_provider_tiktok.sync.coordination import creation_lock, resolve_store_url
+from airflow_provider_tiktok.sync.ratelimit import RequestGate, request_gate_for
 
 AUDIENCE_PAGE_SIZE = 100
 AUDIENCE_GET_CHUNK = 100
@@ -59,12 +65,6 @@ _HOST = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
 _DOTTED_QUAD = re.compile(r"^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
-
-
-class RequestGate(Protocol):
-    """Anything that blocks until one more request may start (the rate budget)."""
-
-    def acquire(self) -> None: ...
 
 
 @dataclass
@@ -280,6 +280,16 @@ class TikTokHook(BaseHook):
         return conn
 
     @cached_property
+    def coordination_store(self) -> str | None:
+        """The store every sync on this token shares (rate budget, creation lock), if the deployment has one."""
+        return resolve_store_url(self.connection.extra_dejson)
+
+    def share_rate_budget(self, max_qps: float = MAX_REQUESTS_PER_SECOND) -> None:
+        """Gate every request on the token's 50 requests/s, shared with every other sync on it through the
+        coordination store (or, without one, on a limiter of this hook's own); ``max_qps`` caps this hook."""
+        self.request_gate = request_gate_for(self._access_token(), max_qps, store_url=self.coordination_store)
+
+    @cached_property
     def api_base_url(self) -> str:
         return validate_base_url(self.connection.host)
 
@@ -490,17 +500,17 @@ class TikTokHook(BaseHook):
         advertiser_id: str,
         name: str,
         *,
-        lock: AbstractContextManager[Any] | None = None,
         create: Callable[[str, str], str] | None = None,
     ) -> str:
         """Find ``name`` or create it, so that racing tasks end with one audience.
 
-        ``lock`` (e.g. the shared store's creation lock) makes the race rare; converging on the oldest
-        audience of that name, and deleting our own duplicate, keeps the end state right without it.
+        The shared store's creation lock (``sync/coordination.py``, where one is configured) makes the race
+        rare: a second task waits, then finds the first one's audience. Converging on the oldest audience of
+        that name, and deleting our own duplicate, keeps the end state right without it.
         ``create(advertiser_id, name)`` makes the audience (default: an empty Segment API audience; the
         customer-file path and lookalikes pass their own).
         """
-        with lock or nullcontext():
+        with creation_lock(self.coordination_store, self._access_token(), advertiser_id, name):
             existing = self.find_audience(advertiser_id, audience_name=name)
             if existing is not None:
                 return str(existing["audience_id"])

@@ -30,8 +30,10 @@ from airflow_provider_tiktok.audience import FieldRules, PrepareOptions, UserBat
 from airflow_provider_tiktok.audience.batching import MAX_BATCH_SIZE, validate_batch_size
 from airflow_provider_tiktok.exceptions import TikTokAPIError, TikTokConfigurationError, TikTokSourceError
 from airflow_provider_tiktok.hooks.tiktok import MAPPING_ACTIONS, TikTokHook, check_audience_name
+from airflow_provider_tiktok.lineage import audience_alias, audience_asset, sync_lineage
 from airflow_provider_tiktok.links.tiktok import AUDIENCE_XCOM_KEY, TikTokAudienceLink
 from airflow_provider_tiktok.sync.attempt import AttemptLimits, UploadAttempt
+from airflow_provider_tiktok.sync.file_upload import MIN_FILE_BATCH_SIZE, FileUploader, calculate_type_for
 from airflow_provider_tiktok.sync.ledger import (
     DEFAULT_LEDGER_RETENTION,
     BatchTotals,
@@ -41,15 +43,20 @@ from airflow_provider_tiktok.sync.ledger import (
     SyncRecord,
 )
 from airflow_provider_tiktok.sync.mirror import MirrorSettings
-from airflow_provider_tiktok.sync.ratelimit import TIKTOK_MAX_QPS, SlidingWindowLimiter
+from airflow_provider_tiktok.sync.ratelimit import TIKTOK_MAX_QPS
 from airflow_provider_tiktok.sync.results import MIRROR, RejectsTable, ResultsTable, metrics_of, summary, xcom_value
 from airflow_provider_tiktok.sync.retry_window import DEFAULT_RETRY_WINDOW
 from airflow_provider_tiktok.sync.staging import Preparation, Source
 from airflow_provider_tiktok.sync.timing import PhaseClock
+from airflow_provider_tiktok.sync.upload import SegmentUploader, Uploader
 from airflow_provider_tiktok.warehouse import Warehouse, check_identifier
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+UPLOAD_METHODS = ("segment", "file")
+#: What an audience's asset event carries: counts and names, never an identifier.
+REFRESH_EXTRA = ("advertiser_id", "audience_id", "audience_name", "entered", "synced", "unchanged", "removed")
 
 
 class SyncAudienceOperator(BaseOperator):
@@ -63,6 +70,8 @@ class SyncAudienceOperator(BaseOperator):
     :param create_audience_if_missing: create ``audience_name`` when it does not exist.
     :param action: ``add`` users to the audience, ``remove`` them, or ``mirror``: after the run the members
         this sync manages equal the query's valid users (see the README, "Keeping an audience equal to a query").
+    :param upload_method: ``segment`` (the Segment API, default) or ``file`` (customer files: one id type,
+        batches of at least 1,000; see the README, "Customer-file uploads").
     :param sql: query selecting the users, read in chunks from ``warehouse_conn_id``.
     :param parameters: values for the query's ``:named`` placeholders (templated; e.g. the data interval).
     :param warehouse_conn_id: common-sql connection holding the source, the results table and the ledger.
@@ -92,6 +101,8 @@ class SyncAudienceOperator(BaseOperator):
     :param prepare_workers: chunks normalised and hashed at once (threads).
     :param default_phone_country: ISO country for national phone numbers.
     :param phone_country_column: source column with each user's ISO country (falls back to the default).
+    :param entered_at_column: source column with when each user entered the step; the results row then
+        records the lag from entry to TikTok's acknowledgement (p50, p95, max seconds).
     :param device_id_hash: ``sha256`` (default) or ``md5`` for IDFA/GAID.
     :param accept_hashed: pass values that already are digests through unchanged.
     :param normalize_gmail: strip dots and ``+tags`` from Gmail addresses before hashing.
@@ -123,6 +134,7 @@ class SyncAudienceOperator(BaseOperator):
         audience_name: str | None = None,
         create_audience_if_missing: bool = True,
         action: str = "add",
+        upload_method: str = "segment",
         sql: str | None = None,
         parameters: Mapping[str, Any] | None = None,
         warehouse_conn_id: str | None = None,
@@ -149,11 +161,15 @@ class SyncAudienceOperator(BaseOperator):
         prepare_workers: int = 1,
         default_phone_country: str | None = None,
         phone_country_column: str | None = None,
+        entered_at_column: str | None = None,
         device_id_hash: str = "sha256",
         accept_hashed: bool = False,
         normalize_gmail: bool = False,
         **kwargs: Any,
     ) -> None:
+        # Which audience a sync refreshes is known only at run time (mapped tasks), so it declares the
+        # alias and adds an event for ``audience_asset(advertiser, name)`` through it.
+        kwargs["outlets"] = [*(kwargs.get("outlets") or []), audience_alias()]
         super().__init__(**kwargs)
         self.tiktok_conn_id = tiktok_conn_id
         self.advertiser_id = advertiser_id
@@ -161,6 +177,7 @@ class SyncAudienceOperator(BaseOperator):
         self.audience_name = audience_name
         self.create_audience_if_missing = create_audience_if_missing
         self.action = action
+        self.upload_method = upload_method
         self.sql = sql
         self.parameters = dict(parameters or {})
         self.warehouse_conn_id = warehouse_conn_id
@@ -185,6 +202,7 @@ class SyncAudienceOperator(BaseOperator):
         self.concurrency = concurrency
         self.chunk_size = chunk_size
         self.prepare_workers = prepare_workers
+        self.entered_at_column = entered_at_column
         self.field_rules = FieldRules(
             default_phone_country, device_id_hash, accept_hashed, normalize_gmail, phone_country_column
         )
@@ -195,12 +213,12 @@ class SyncAudienceOperator(BaseOperator):
             preparation = self._validate_settings()
             hook = TikTokHook(
                 self.tiktok_conn_id,
-                request_gate=SlidingWindowLimiter(self.max_qps),
                 request_retry_limit=self.request_retry_limit,
                 request_retry_seconds=self.request_retry_seconds,
                 pool_maxsize=max(32, self.concurrency),
             )
             with closing(hook):
+                hook.share_rate_budget(self.max_qps)
                 return self._sync(context, hook, preparation, clock)
         except TikTokConfigurationError as err:
             raise AirflowFailException(str(err)) from None
@@ -235,11 +253,22 @@ class SyncAudienceOperator(BaseOperator):
         except ValueError as err:
             raise TikTokConfigurationError(str(err)) from None
         options = PrepareOptions(self.match_fields, self.user_key_column, self.field_rules)
+        if self.upload_method not in UPLOAD_METHODS:
+            raise TikTokConfigurationError(f"upload_method must be 'segment' or 'file', not {self.upload_method!r}.")
+        if self.upload_method == "file":
+            calculate_type_for(options.id_schema)  # one id type per file audience
+            if self.batch_size < MIN_FILE_BATCH_SIZE:
+                raise TikTokConfigurationError(
+                    f"upload_method='file' needs batch_size >= {MIN_FILE_BATCH_SIZE}: TikTok refuses file updates "
+                    "that leave an audience below 1,000 users."
+                )
         mirror = None
         if self.action == MIRROR:
             limits = (self.max_removal_fraction, self.min_audience_size, self.allow_large_removal)
             mirror = MirrorSettings(check_identifier(self.snapshot_table, "snapshot_table"), *limits)
-        return Preparation(options, self.batch_size, self.prepare_workers, mirror=mirror)
+        return Preparation(
+            options, self.batch_size, self.prepare_workers, mirror=mirror, entered_at_column=self.entered_at_column
+        )
 
     def _sync(self, context: Context, hook: TikTokHook, preparation: Preparation, clock: PhaseClock) -> dict[str, Any]:
         ti = context["ti"]
@@ -260,7 +289,10 @@ class SyncAudienceOperator(BaseOperator):
         if record is not None:
             # Launch checks passed at the first attempt; during an outage they would only burn this one.
             self.log.info("Resuming: users were staged at the first attempt; sending only unacknowledged batches.")
-            attempt = UploadAttempt(hook, ledger, results, record, preparation, clock, self._limits, self.log.info)
+            uploader = self._uploader(hook, record.advertiser_id, preparation)
+            attempt = UploadAttempt(
+                hook, uploader, ledger, results, record, preparation, clock, self._limits, self.log.info
+            )
             return self._upload_and_report(context, attempt, ledger.pending_batches())
         if self.rejects_table:
             rejects = RejectsTable(warehouse, self.rejects_table, ledger.key)
@@ -269,7 +301,8 @@ class SyncAudienceOperator(BaseOperator):
             preparation = replace(preparation, rejects=rejects.append)
         advertiser_id = hook.advertiser_id(self.advertiser_id)
         hook.check_access(advertiser_id)
-        source = Source(self.sql, self.parameters, self.source, self.chunk_size)
+        needs = (self.entered_at_column,) if self.entered_at_column else ()
+        source = Source(self.sql, self.parameters, self.source, self.chunk_size, needs)
         with clock.phase("read"):
             frames = source.chunks(warehouse, preparation.options)
         clock.chunk_read()
@@ -278,12 +311,21 @@ class SyncAudienceOperator(BaseOperator):
         if self.dry_run:
             return self._dry_run(results, ledger.key, record, preparation.count_only(frames, record, warehouse))
 
-        def create_audience() -> str:
-            return hook.create_audience_once(advertiser_id, str(record.audience_name))
+        uploader = self._uploader(hook, advertiser_id, preparation)
+
+        def create_audience(first_batch: UserBatch) -> str:
+            return uploader.create_audience(str(record.audience_name), first_batch)
 
         batches = preparation.stage(frames, ledger, record, clock, create_audience)
-        attempt = UploadAttempt(hook, ledger, results, record, preparation, clock, self._limits, self.log.info)
+        attempt = UploadAttempt(
+            hook, uploader, ledger, results, record, preparation, clock, self._limits, self.log.info
+        )
         return self._upload_and_report(context, attempt, batches)
+
+    def _uploader(self, hook: TikTokHook, advertiser_id: str, preparation: Preparation) -> Uploader:
+        if self.upload_method == "file":
+            return FileUploader(hook, advertiser_id, preparation.options.id_schema)
+        return SegmentUploader(hook, advertiser_id)
 
     @property
     def _limits(self) -> AttemptLimits:
@@ -309,7 +351,7 @@ class SyncAudienceOperator(BaseOperator):
         batches: Iterable[UserBatch],
     ) -> dict[str, Any]:
         outcome = attempt.run(batches)
-        record = attempt.record
+        record = self._synced = attempt.record
         context["ti"].xcom_push(
             key=AUDIENCE_XCOM_KEY, value={"advertiser_id": record.advertiser_id, "audience_id": record.audience_id}
         )
@@ -322,7 +364,30 @@ class SyncAudienceOperator(BaseOperator):
                 f"({outcome.last_retryable or 'attempt budget used'}); "
                 "Airflow will retry and resume with the unsent batches."
             )
-        return xcom_value(outcome.metrics, record)
+        result = xcom_value(outcome.metrics, record)
+        self._announce_refresh(context, record, result)
+        return result
+
+    def _announce_refresh(self, context: Context, record: SyncRecord, result: dict[str, Any]) -> None:
+        """An asset event per audience (by name and by id): DAGs scheduled on it run after the refresh."""
+        ti = context["ti"]
+        extra = {key: result.get(key) for key in REFRESH_EXTRA} | {
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "map_index": ti.map_index,
+        }
+        events = context["outlet_events"][audience_alias()]
+        for audience in {record.audience_name, record.audience_id} - {None}:
+            events.add(audience_asset(record.advertiser_id, str(audience)), extra=extra)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the tables the query reads -> ``tiktok://<advertiser>`` ``audiences/<id>``."""
+        record: SyncRecord | None = getattr(self, "_synced", None)
+        if record is None:
+            return None
+        return sync_lineage(
+            self.sql, self.warehouse_conn_id, record.advertiser_id, record.audience_id, record.audience_name
+        )
 
     def _dry_run(
         self, results: ResultsTable, key: SyncKey, record: SyncRecord, would_send: BatchTotals

@@ -10,13 +10,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
+import pyarrow as pa
+
 from airflow_provider_tiktok.audience import SyncMetrics, UserBatch
 from airflow_provider_tiktok.hooks.tiktok import TikTokHook
 from airflow_provider_tiktok.sync.ledger import AttemptCounters, BatchOutcome, Ledger, Status, SyncRecord
 from airflow_provider_tiktok.sync.results import ResultsTable, metrics_of
 from airflow_provider_tiktok.sync.staging import Preparation, StagingFeed
-from airflow_provider_tiktok.sync.timing import PhaseClock
-from airflow_provider_tiktok.sync.upload import Progress, UploadResult, upload_batches
+from airflow_provider_tiktok.sync.timing import PhaseClock, add_lags
+from airflow_provider_tiktok.sync.upload import Progress, Uploader, UploadResult, upload_batches
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class UploadAttempt:
     def __init__(
         self,
         hook: TikTokHook,
+        uploader: Uploader,
         ledger: Ledger,
         results: ResultsTable,
         record: SyncRecord,
@@ -50,19 +53,20 @@ class UploadAttempt:
         limits: AttemptLimits,
         log_info: Callable[[str], None],
     ) -> None:
-        self.hook, self.ledger, self.results, self.record = hook, ledger, results, record
+        self.uploader, self.ledger, self.results, self.record = uploader, ledger, results, record
         self.preparation, self.clock, self.limits, self.log_info = preparation, clock, limits, log_info
         self.counters = AttemptCounters(hook.stats, record, ledger)
 
     def send(self, batch: UserBatch) -> None:
         """The audience id is known by now: staging created the audience before handing on its first batch."""
-        record = self.record
-        action = batch.action or record.action
-        self.hook.map_batch(action, record.advertiser_id, [str(record.audience_id)], batch)  # type: ignore[arg-type]
+        action = batch.action or self.record.action
+        self.uploader.send(batch, str(self.record.audience_id), action)  # type: ignore[arg-type]
 
     def on_outcome(self, outcome: BatchOutcome, batch: UserBatch) -> None:
         if outcome.status is Status.ACKNOWLEDGED:
             self.clock.stamp_ack()
+            if batch.entered_at is not None and batch.entered_at.null_count < len(batch.entered_at):
+                self._count_freshness(batch.entered_at)
         mirror = self.preparation.mirror
         if mirror is not None and outcome.status is Status.ACKNOWLEDGED:
             fields = [f.value for f in self.preparation.options.fields]
@@ -70,6 +74,11 @@ class UploadAttempt:
             snapshot.apply(batch, fields)  # before the ledger: a crash between the two only resends
         self.ledger.record_outcome(outcome)
         self.counters.save_now_and_then()
+
+    def _count_freshness(self, entered_at: pa.Array) -> None:
+        lags = time.time() - entered_at.drop_null().to_numpy()
+        add_lags(self.record.lag_histogram, lags)
+        self.record.lag_max_seconds = round(max(self.record.lag_max_seconds or 0.0, float(lags.max())), 1)
 
     def run(self, batches: Iterable[UserBatch]) -> AttemptOutcome:
         record, ledger, clock = self.record, self.ledger, self.clock

@@ -123,6 +123,8 @@ class SyncRecord:
     cpu_seconds: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
     time_to_first_request_seconds: float | None = None
+    lag_histogram: dict[str, int] = field(default_factory=dict)  # freshness: entry -> acknowledgement
+    lag_max_seconds: float | None = None
 
     @classmethod
     def new(cls, advertiser_id: str, audience_id: str | None, audience_name: str | None, action: str) -> SyncRecord:

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from airflow_provider_tiktok.audience.metrics import SyncMetrics
 from airflow_provider_tiktok.sync.ledger import KEY_COLUMNS, BatchTotals, Status, SyncKey, SyncRecord
+from airflow_provider_tiktok.sync.timing import lag_percentile
 from airflow_provider_tiktok.warehouse import TableSpec, Warehouse
 
 PHASES = ("read", "prepare", "plan", "stage", "upload", "report")
@@ -51,6 +52,9 @@ RESULTS = TableSpec(
         "active_seconds": "DOUBLE PRECISION",
         "cpu_seconds": "DOUBLE PRECISION",
         "time_to_first_request_seconds": "DOUBLE PRECISION",
+        "lag_p50_seconds": "DOUBLE PRECISION",
+        "lag_p95_seconds": "DOUBLE PRECISION",
+        "lag_max_seconds": "DOUBLE PRECISION",
         **{f"{phase}_seconds": "DOUBLE PRECISION" for phase in PHASES},
         "first_attempt_at": "TEXT",
         "updated_at": "TEXT",
@@ -103,6 +107,9 @@ def metrics_of(record: SyncRecord, totals: BatchTotals) -> SyncMetrics:
         cpu_seconds=record.cpu_seconds,
         time_to_first_request_seconds=record.time_to_first_request_seconds,
         phase_seconds=dict(record.phase_seconds),
+        lag_p50_seconds=lag_percentile(record.lag_histogram, 0.5),
+        lag_p95_seconds=lag_percentile(record.lag_histogram, 0.95),
+        lag_max_seconds=record.lag_max_seconds,
     )
     metrics.check_invariant()
     return metrics
@@ -171,6 +178,9 @@ def result_row(key: SyncKey, record: SyncRecord, metrics: SyncMetrics, status: S
         active_seconds=round(metrics.active_seconds, 3),
         cpu_seconds=round(metrics.cpu_seconds, 3),
         time_to_first_request_seconds=metrics.time_to_first_request_seconds,
+        lag_p50_seconds=metrics.lag_p50_seconds,
+        lag_p95_seconds=metrics.lag_p95_seconds,
+        lag_max_seconds=metrics.lag_max_seconds,
         first_attempt_at=_iso(record.first_attempt_at),
         updated_at=_iso(datetime.now(tz=timezone.utc).timestamp()),
     )

@@ -10,6 +10,7 @@ import itertools
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ class Source:
     parameters: dict | None = None
     frames: pd.DataFrame | Iterable[pd.DataFrame] | None = None
     chunk_size: int = 50_000
+    also_needs: tuple[str, ...] = ()  # columns beyond the match fields, e.g. the entry time
 
     def chunks(self, warehouse: Warehouse, options: PrepareOptions) -> Iterator[pd.DataFrame]:
         """The chunks; the first is read now, so a bad query or a missing column fails before any write."""
@@ -52,6 +54,9 @@ class Source:
         if first is None:
             return iter(())
         options.check_columns(first.columns)
+        missing = [column for column in self.also_needs if column not in first.columns]
+        if missing:
+            raise TikTokConfigurationError(f"Source has no column(s) {missing}; it has {sorted(first.columns)}.")
         return itertools.chain([first], _later_chunks(frames))
 
 
@@ -64,6 +69,14 @@ def _later_chunks(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         raise TikTokSourceError(f"Reading the source failed after its first chunk: {one_line_error(err)}") from None
 
 
+def epoch_seconds(values: pd.Series) -> pd.Series:
+    """Entry times as epoch seconds: numbers are taken as epoch seconds, text and datetimes are parsed
+    (naive ones as UTC); anything unreadable is unknown (NaN) and left out of the freshness figures."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    moments = pd.to_datetime(values.where(numbers.isna()), utc=True, errors="coerce", format="mixed")
+    return numbers.where(numbers.notna(), (moments - pd.Timestamp(0, tz="UTC")).dt.total_seconds())
+
+
 @dataclass(frozen=True)
 class Preparation:
     """How a sync turns its source into batches: the plain path streams, mirror mode plans first."""
@@ -73,6 +86,7 @@ class Preparation:
     workers: int = 1
     rejects: Callable[[pa.Table], None] | None = None  # each chunk's users not synced, e.g. to a table
     mirror: MirrorSettings | None = None
+    entered_at_column: str | None = None  # when each user entered: freshness is measured from it
 
     def batches(
         self,
@@ -82,7 +96,9 @@ class Preparation:
         record: SyncRecord,
         warehouse: Warehouse,
     ) -> Iterator[UserBatch]:
-        prepared = self._reporting(preparer.prepare(clock.timed("read", frames), workers=self.workers))
+        entered: deque[pd.Series] = deque()
+        frames = self._remember_entry_times(clock.timed("read", frames), entered)
+        prepared = self._reporting(preparer.prepare(frames, workers=self.workers), entered)
         if self.mirror is None:
             return clock.timed("prepare", iter_batches(prepared, self.options.id_schema, self.batch_size))
         fields = [f.value for f in self.options.fields]
@@ -96,10 +112,22 @@ class Preparation:
         self.mirror.check(plan)
         return plan.batches(self.options.id_schema, fields, self.batch_size)
 
-    def _reporting(self, prepared: Iterator[PreparedUsers]) -> Iterator[PreparedUsers]:
+    def _remember_entry_times(
+        self, frames: Iterator[pd.DataFrame], entered: deque[pd.Series]
+    ) -> Iterator[pd.DataFrame]:
+        """Each chunk's entry times as epoch seconds, kept in chunk order for ``_reporting`` to pair up."""
+        for frame in frames:
+            if self.entered_at_column is not None:
+                entered.append(epoch_seconds(frame[self.entered_at_column]))
+            yield frame
+
+    def _reporting(self, prepared: Iterator[PreparedUsers], entered: deque[pd.Series]) -> Iterator[PreparedUsers]:
         for users in prepared:
             if self.rejects is not None:
                 self.rejects(users.rejects)
+            if self.entered_at_column is not None and users.keys is not None:
+                seconds = entered.popleft().loc[users.keys.index]
+                users.entered_at = pa.array(seconds.to_numpy(), pa.float64(), mask=seconds.isna().to_numpy())
             yield users
 
     def count_only(self, frames: Iterator[pd.DataFrame], record: SyncRecord, warehouse: Warehouse) -> BatchTotals:
@@ -121,7 +149,7 @@ class Preparation:
         ledger: Ledger,
         record: SyncRecord,
         clock: PhaseClock,
-        create_audience: Callable[[], str],
+        create_audience: Callable[[UserBatch], str],
     ) -> StagingFeed:
         """Stage every batch on a thread of its own and feed each to the upload once it is committed."""
         return StagingFeed(self, frames, ledger, record, clock, create_audience)
@@ -146,7 +174,7 @@ class StagingFeed:
         ledger: Ledger,
         record: SyncRecord,
         clock: PhaseClock,
-        create_audience: Callable[[], str],
+        create_audience: Callable[[UserBatch], str],
         in_memory: int = 16,
     ) -> None:
         self.ledger, self.record, self.in_memory = ledger, record, in_memory
@@ -162,14 +190,18 @@ class StagingFeed:
         self._thread.start()
 
     def _run(
-        self, preparation: Preparation, frames: Iterator[pd.DataFrame], clock: PhaseClock, create: Callable[[], str]
+        self,
+        preparation: Preparation,
+        frames: Iterator[pd.DataFrame],
+        clock: PhaseClock,
+        create: Callable[[UserBatch], str],
     ) -> None:
         try:
             preparer = UserPreparer(preparation.options)
             prepared = preparation.batches(frames, preparer, clock, self.record, self.ledger.warehouse)
             first = next(prepared, None)
             if first is not None and self.record.audience_id is None:
-                self.record.audience_id = create()
+                self.record.audience_id = create(first)
             self.ledger.save(self.record)
             staged = self.ledger.stage(itertools.chain([first], prepared) if first is not None else ())
             for batch in clock.timed("stage", staged):

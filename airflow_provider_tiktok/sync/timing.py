@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 
@@ -96,3 +98,28 @@ class PhaseClock:
         """Seconds per phase over every attempt so far."""
         phases = set(earlier) | set(self.seconds)
         return {p: round(earlier.get(p, 0.0) + self.seconds.get(p, 0.0), 3) for p in sorted(phases)}
+
+
+#: Freshness is kept as a histogram of lags in buckets 10 % wide (bucket ``i`` holds lags below 1.1**i
+#: seconds), so percentiles over millions of users cost a few hundred integers in the ledger.
+LAG_BUCKET_GROWTH = 1.1
+
+
+def add_lags(histogram: dict[str, int], lags: np.ndarray) -> None:
+    """Count each lag (seconds) into ``histogram`` (bucket index as text, JSON-safe)."""
+    buckets = np.ceil(np.log(np.maximum(lags, 1.0)) / np.log(LAG_BUCKET_GROWTH)).astype(np.int64)
+    for bucket, count in zip(*np.unique(buckets, return_counts=True), strict=True):
+        histogram[str(bucket)] = histogram.get(str(bucket), 0) + int(count)
+
+
+def lag_percentile(histogram: dict[str, int], share: float) -> float | None:
+    """The lag (seconds, the bucket's upper edge: at most 10 % high) under which ``share`` of users fall."""
+    total = sum(histogram.values())
+    if not total:
+        return None
+    seen = 0
+    for bucket in sorted(histogram, key=int):
+        seen += histogram[bucket]
+        if seen >= share * total:
+            return round(LAG_BUCKET_GROWTH ** int(bucket), 1)
+    return None

@@ -15,11 +15,36 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from airflow_provider_tiktok.audience.batching import UserBatch
 from airflow_provider_tiktok.audience.identifiers import scrub_identifiers
 from airflow_provider_tiktok.exceptions import TikTokAPIError
 from airflow_provider_tiktok.sync.ledger import BatchOutcome, Status
+
+if TYPE_CHECKING:
+    from airflow_provider_tiktok.hooks.tiktok import TikTokHook
+
+
+class Uploader(Protocol):
+    """How a batch reaches TikTok: the Segment API (``SegmentUploader``) or customer files (``FileUploader``)."""
+
+    def send(self, batch: UserBatch, audience_id: str, action: Literal["add", "remove"]) -> None: ...
+
+    def create_audience(self, name: str, first_batch: UserBatch) -> str: ...
+
+
+class SegmentUploader:
+    """The Segment API path: one ``segment/mapping`` request per batch, into an audience created empty."""
+
+    def __init__(self, hook: TikTokHook, advertiser_id: str) -> None:
+        self.hook, self.advertiser_id = hook, advertiser_id
+
+    def send(self, batch: UserBatch, audience_id: str, action: Literal["add", "remove"]) -> None:
+        self.hook.map_batch(action, self.advertiser_id, [audience_id], batch)
+
+    def create_audience(self, name: str, first_batch: UserBatch) -> str:
+        return self.hook.create_audience_once(self.advertiser_id, name)
 
 
 @dataclass

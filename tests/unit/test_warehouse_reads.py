@@ -45,3 +45,15 @@ def test_named_parameters_become_postgres_positions_once_each():
         "SELECT * FROM t WHERE d >= :start AND d < :end AND s = :start", {"start": 1, "end": 2}
     )
     assert sql == "SELECT * FROM t WHERE d >= $1 AND d < $2 AND s = $1" and values == (1, 2)
+
+
+def test_a_read_started_on_one_thread_goes_on_on_another(warehouse):
+    """The task's thread reads the first chunk (launch checks); the staging thread reads the rest."""
+    import threading
+
+    chunks = warehouse.read_chunks(QUERY, 1000, {"after": 0})
+    sizes = [len(next(chunks))]
+    reader = threading.Thread(target=lambda: sizes.extend(len(c) for c in chunks))
+    reader.start()
+    reader.join()
+    assert sizes == [1000, 1000, 503]

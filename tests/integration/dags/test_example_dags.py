@@ -161,3 +161,43 @@ def test_suppression_dag_mirrors_loyal_members_adding_and_removing(start_sandbox
     done = dags_test("tiktok_loyalty_suppression", env)
     assert done.returncode == 0, done.stdout[-3000:]
     assert sorted(sandbox.members(audience)) == sorted(expected(members[members.status == "active"]))
+
+
+@pytest.mark.usefixtures("example_dags")
+def test_five_minute_dag_syncs_its_interval_and_records_freshness(start_sandbox, tmp_path):
+    import os
+    from datetime import datetime, timedelta, timezone
+
+    sandbox = start_sandbox(valid_after_seconds=0)
+    warehouse = tmp_path / "warehouse.db"
+    run_after = datetime.now(tz=timezone.utc).replace(microsecond=0)
+    start = run_after - timedelta(minutes=5)
+    frame, truths = generate_entrants(3_000, 9, days=1, start=start - timedelta(minutes=5))
+    step = (frame.canvas_id == "winback") & (frame.step_id == "step_1")
+    spread = pd.Series([start + timedelta(seconds=(i * 7) % 300) for i in range(len(frame))])
+    frame["entered_at"] = spread.where(step, start - timedelta(hours=1)).map(lambda t: t.isoformat())
+    engine = sqlalchemy.create_engine(f"sqlite:///{warehouse}")
+    frame.to_sql("canvas_step_entrants", engine, index=False)
+    engine.dispose()
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_TIKTOK_DEFAULT": sandbox.connection_json(),
+        "AIRFLOW_CONN_TIKTOK_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(warehouse)}),
+    }
+    done = dags_test("tiktok_journey_step_every_5_minutes", env, logical_date=run_after.isoformat())
+    assert done.returncode == 0, done.stdout[-3000:]
+    engine = sqlalchemy.create_engine(f"sqlite:///{warehouse}")
+    [row] = pd.read_sql("SELECT * FROM tiktok_audience_sync_results", engine).to_dict("records")
+    engine.dispose()
+    in_interval = frame[step].sort_values(["entered_at", "user_id"], kind="stable")
+    expected = expected_sync(in_interval, [truths[i] for i in in_interval.index])
+    assert (row["entered"], row["synced"]) == (expected["entered"], expected["synced"]) and row["entered"] > 0
+    assert sorted(sandbox.members(row["audience_id"])) == sorted(expected["members"])
+    # Entered within the last 5 minutes, acknowledged now: lags between the run's age and 5 minutes + the run.
+    elapsed = (datetime.now(tz=timezone.utc) - start).total_seconds()
+    assert 0 < row["lag_p50_seconds"] <= row["lag_p95_seconds"] <= 1.1 * row["lag_max_seconds"]
+    assert row["lag_max_seconds"] <= elapsed + 1
+    print(
+        f"5-minute DAG freshness: p50 {row['lag_p50_seconds']} s, p95 {row['lag_p95_seconds']} s, "
+        f"max {row['lag_max_seconds']} s for {row['synced']} users"
+    )
