@@ -110,6 +110,13 @@ class TikTokSourceError(TikTokError):
     """Reading the source failed part-way; a retry stages afresh."""
 
 
+class TikTokWarehouseError(TikTokError):
+    """The warehouse refused or failed a statement (an outage may pass: retryable); ``integrity`` when a
+    table's own constraints refused a row."""
+
+    integrity: bool = False
+
+
 class TikTokConfigurationError(TikTokError, ValueError):
     """The task or connection is set up wrongly; raised before anything is sent."""
 

@@ -23,7 +23,7 @@ from airflow.providers.common.sql.hooks.sql import DbApiHook
 from airflow.sdk import BaseHook
 
 from airflow_provider_tiktok.audience.identifiers import scrub_identifiers
-from airflow_provider_tiktok.exceptions import TikTokConfigurationError
+from airflow_provider_tiktok.exceptions import TikTokConfigurationError, TikTokError, TikTokWarehouseError
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 #: Column type written as ``BLOB`` in a table definition; Postgres calls it ``BYTEA``.
@@ -56,9 +56,23 @@ def one_line_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}"
 
 
+@contextmanager
+def driver_errors(conn_id: str) -> Iterator[None]:
+    """A warehouse driver's error as one retryable line (an outage may pass); ours pass through as they are."""
+    try:
+        yield
+    except TikTokError:
+        raise
+    except Exception as err:  # every driver (sqlite3, psycopg, ...) has its own exception types
+        error = TikTokWarehouseError(f"Warehouse {conn_id!r}: {one_line_error(err)}")
+        error.integrity = any(kind.__name__ == "IntegrityError" for kind in type(err).__mro__)
+        raise error from None
+
+
 class Warehouse:
     def __init__(self, conn_id: str) -> None:
-        hook = BaseHook.get_connection(conn_id).get_hook()
+        with driver_errors(conn_id):
+            hook = BaseHook.get_connection(conn_id).get_hook()
         if not isinstance(hook, DbApiHook):
             raise TikTokConfigurationError(
                 f"Connection {conn_id!r} is not a SQL (common-sql) connection; got {type(hook).__name__}."
@@ -144,7 +158,7 @@ class Warehouse:
         and updates the ledger once per batch, and opening a connection each time costs more than the
         statement (a login on Postgres). A failing statement ends the block, so an aborted transaction
         is never reused."""
-        with closing(self.hook.get_conn()) as conn:
+        with driver_errors(self.conn_id), closing(self.hook.get_conn()) as conn:
             self._shared.conn = conn
             try:
                 yield
@@ -154,11 +168,12 @@ class Warehouse:
     @contextmanager
     def _connection(self) -> Iterator[Any]:
         shared = getattr(self._shared, "conn", None)
-        if shared is not None:
-            yield shared
-            return
-        with closing(self.hook.get_conn()) as conn:
-            yield conn
+        with driver_errors(self.conn_id):
+            if shared is not None:
+                yield shared
+                return
+            with closing(self.hook.get_conn()) as conn:
+                yield conn
 
     def query(self, sql: str, parameters: tuple = ()) -> list[tuple]:
         with self._connection() as conn, closing(conn.cursor()) as cursor:

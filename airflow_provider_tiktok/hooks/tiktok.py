@@ -11,6 +11,7 @@ import re
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -511,10 +512,11 @@ class TikTokHook(BaseHook):
         customer-file path and lookalikes pass their own).
         """
         with creation_lock(self.coordination_store, self._access_token(), advertiser_id, name):
-            existing = self.find_audience(advertiser_id, audience_name=name)
+            audiences = self.list_audiences(advertiser_id)  # one listing: is it there, and is there room
+            existing = oldest_named(audiences, name)
             if existing is not None:
                 return str(existing["audience_id"])
-            if len(self.list_audiences(advertiser_id)) >= MAX_AUDIENCES_PER_ADVERTISER:
+            if len(audiences) >= MAX_AUDIENCES_PER_ADVERTISER:
                 raise TikTokConfigurationError(
                     f"Advertiser {advertiser_id} already has {MAX_AUDIENCES_PER_ADVERTISER} audiences (TikTok's cap); "
                     "delete unused ones or sync into an existing audience."
@@ -524,7 +526,8 @@ class TikTokHook(BaseHook):
         winner_id = str(winner["audience_id"]) if winner else created
         if winner_id != created:
             self.log.info("Another task created audience %r first; using %s and deleting ours.", name, winner_id)
-            self.delete_audience(advertiser_id, created)
+            with suppress(TikTokBadRequestError):  # already gone: a retried delete whose first answer was lost
+                self.delete_audience(advertiser_id, created)
         else:
             self.log.info("Created audience %r (%s).", name, created)
         return winner_id

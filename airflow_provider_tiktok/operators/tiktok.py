@@ -28,7 +28,12 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_tiktok.audience import FieldRules, PrepareOptions, UserBatch
 from airflow_provider_tiktok.audience.batching import MAX_BATCH_SIZE, validate_batch_size
-from airflow_provider_tiktok.exceptions import TikTokAPIError, TikTokConfigurationError, TikTokSourceError
+from airflow_provider_tiktok.exceptions import (
+    TikTokAPIError,
+    TikTokConfigurationError,
+    TikTokSourceError,
+    TikTokWarehouseError,
+)
 from airflow_provider_tiktok.hooks.tiktok import MAPPING_ACTIONS, TikTokHook, check_audience_name
 from airflow_provider_tiktok.lineage import audience_alias, audience_asset, sync_lineage
 from airflow_provider_tiktok.links.tiktok import AUDIENCE_XCOM_KEY, TikTokAudienceLink
@@ -222,7 +227,7 @@ class SyncAudienceOperator(BaseOperator):
                 return self._sync(context, hook, preparation, clock)
         except TikTokConfigurationError as err:
             raise AirflowFailException(str(err)) from None
-        except TikTokSourceError as err:
+        except (TikTokSourceError, TikTokWarehouseError) as err:
             raise AirflowException(str(err)) from None
         except TikTokAPIError as err:
             raise (AirflowException if err.retryable else AirflowFailException)(str(err)) from None
@@ -308,6 +313,7 @@ class SyncAudienceOperator(BaseOperator):
         clock.chunk_read()
         record = SyncRecord.new(advertiser_id, None, self.audience_name, self.action)
         self._find_audience(hook, record)
+        results.open_row(ledger.key, record)
         if self.dry_run:
             return self._dry_run(results, ledger.key, record, preparation.count_only(frames, record, warehouse))
 

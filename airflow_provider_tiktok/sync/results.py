@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from airflow_provider_tiktok.audience.metrics import SyncMetrics
+from airflow_provider_tiktok.exceptions import TikTokConfigurationError, TikTokWarehouseError
 from airflow_provider_tiktok.sync.ledger import KEY_COLUMNS, BatchTotals, Status, SyncKey, SyncRecord
 from airflow_provider_tiktok.sync.timing import lag_percentile
 from airflow_provider_tiktok.warehouse import TableSpec, Warehouse
@@ -144,6 +145,19 @@ class ResultsTable:
 
     def ensure(self) -> None:
         self.warehouse.ensure_table(self.table, RESULTS, "results_table")
+
+    def open_row(self, key: SyncKey, record: SyncRecord) -> None:
+        """Write the row a new sync will fill, before anything is sent: a table whose own constraints refuse
+        it (a NOT NULL column of its own) stops the sync now, not after the whole upload."""
+        try:
+            self.write(key, record, metrics_of(record, BatchTotals()), Status.STAGING)
+        except TikTokWarehouseError as err:
+            if err.integrity:
+                raise TikTokConfigurationError(
+                    f"results_table {self.table!r} refused this sync's row ({err}); point results_table at a "
+                    "table of its own."
+                ) from None
+            raise
 
     def write(self, key: SyncKey, record: SyncRecord, metrics: SyncMetrics, status: Status) -> None:
         self.warehouse.upsert(self.table, RESULTS, result_row(key, record, metrics, status))

@@ -100,6 +100,8 @@ def upload_batches(
     source = iter(batches)
 
     def fate(batch: UserBatch) -> BatchOutcome:
+        if stop.is_set():  # a fatal answer came while this batch waited for a thread: do not send it
+            return BatchOutcome(batch.number, len(batch), Status.PENDING)
         try:
             send(batch)
         except TikTokAPIError as err:

@@ -126,7 +126,8 @@ def sync_task(audience: str, **extra) -> dict:
 def results_row(warehouse: Path, dag_id: str) -> dict:
     with sqlite3.connect(warehouse) as db:
         db.row_factory = sqlite3.Row
-        return dict(db.execute("SELECT * FROM tiktok_audience_sync_results WHERE dag_id = ?", (dag_id,)).fetchone())
+        latest = "SELECT * FROM tiktok_audience_sync_results WHERE dag_id = ? ORDER BY rowid DESC LIMIT 1"
+        return dict(db.execute(latest, (dag_id,)).fetchone())
 
 
 def peak_rss_mb_while(process: subprocess.Popen) -> float:

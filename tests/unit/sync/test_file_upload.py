@@ -144,8 +144,7 @@ def test_when_another_task_created_the_audience_first_the_first_batch_is_appende
     hook, api, requests_mock
 ):
     listings = [
-        {"list": []},
-        {"list": []},
+        {"list": []},  # one listing before creating: not there, and room for one more
         {
             "list": [
                 {"audience_id": "44", "name": "vip", "create_time": "1"},

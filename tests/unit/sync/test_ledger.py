@@ -13,7 +13,7 @@ from airflow.providers.common.sql.hooks.sql import DbApiHook
 
 from airflow_provider_tiktok import warehouse as warehouse_module
 from airflow_provider_tiktok.audience.batching import UserBatch
-from airflow_provider_tiktok.exceptions import TikTokConfigurationError
+from airflow_provider_tiktok.exceptions import TikTokConfigurationError, TikTokWarehouseError
 from airflow_provider_tiktok.sync.ledger import BatchOutcome, Ledger, Status, SyncKey, SyncRecord
 from airflow_provider_tiktok.sync.results import RESULTS, ResultsTable
 from airflow_provider_tiktok.warehouse import Warehouse
@@ -149,3 +149,32 @@ def test_an_older_results_table_of_ours_gains_the_new_columns(warehouse):
     with sqlite3.connect(hook.path) as check:
         columns = {row[1] for row in check.execute("PRAGMA table_info(results_01)")}
     assert set(RESULTS.names) <= columns
+
+
+def test_a_table_whose_own_constraints_refuse_our_row_stops_the_sync_at_launch(warehouse):
+    ledger, hook = warehouse
+    columns = ", ".join(f"{name} {kind}" for name, kind in RESULTS.columns.items())
+    with sqlite3.connect(hook.path) as setup:
+        setup.execute(
+            f"CREATE TABLE results_owned ({columns}, owner TEXT NOT NULL, PRIMARY KEY (dag_id, task_id, run_id, map_index))"
+        )
+    results = ResultsTable(ledger.warehouse, "results_owned")
+    results.ensure()  # our columns are all there
+    with pytest.raises(TikTokConfigurationError, match=r"results_table 'results_owned' refused .*owner"):
+        results.open_row(KEY, SyncRecord.new("7001", None, "VIP", "add"))
+
+
+def test_a_driver_error_becomes_one_retryable_line_naming_the_warehouse(tmp_path, monkeypatch):
+    not_a_database = tmp_path / "junk.db"
+    not_a_database.write_bytes(b"this is not sqlite" * 100)
+    hook = CountingSqliteHook(str(not_a_database))
+
+    class Connection:
+        def get_hook(self):
+            return hook
+
+    monkeypatch.setattr(warehouse_module.BaseHook, "get_connection", lambda conn_id: Connection())
+    with pytest.raises(TikTokWarehouseError) as caught:
+        Warehouse("warehouse")
+    assert str(caught.value) == "Warehouse 'warehouse': DatabaseError: file is not a database"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__

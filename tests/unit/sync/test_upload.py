@@ -94,3 +94,16 @@ def test_an_unforeseen_failure_of_one_request_keeps_every_other_outcome():
     assert len(outcomes) == 10 and outcomes[3].status is Status.PENDING
     assert sum(o.status is Status.ACKNOWLEDGED for o in outcomes.values()) == 9
     assert "ChunkedEncodingError" in result.last_retryable
+
+
+def test_batches_waiting_for_a_thread_are_not_sent_after_a_fatal_answer():
+    sent = []
+
+    def send(batch):
+        sent.append(batch.number)
+        if batch.number == 1:
+            raise TikTokTokenError(40105, "revoked")
+        time.sleep(0.05)
+
+    result = upload_batches(batches(20), send, concurrency=1, on_outcome=lambda outcome, _batch: None)
+    assert result.fatal is not None and sent == [1]
