@@ -305,15 +305,16 @@ class SyncAudienceOperator(BaseOperator):
             rejects.forget()
             preparation = replace(preparation, rejects=rejects.append)
         advertiser_id = hook.advertiser_id(self.advertiser_id)
-        hook.check_access(advertiser_id)
-        needs = (self.entered_at_column,) if self.entered_at_column else ()
-        source = Source(self.sql, self.parameters, self.source, self.chunk_size, needs)
-        with clock.phase("read"):
-            frames = source.chunks(warehouse, preparation.options)
-        clock.chunk_read()
-        record = SyncRecord.new(advertiser_id, None, self.audience_name, self.action)
-        self._find_audience(hook, record)
-        results.open_row(ledger.key, record)
+        record = SyncRecord.new(advertiser_id, self.audience_id, self.audience_name, self.action)
+        results.open_row(ledger.key, record)  # a table refusing our row stops the sync before any call
+        with results.failed_if_raises(ledger.key, record):
+            hook.check_access(advertiser_id)
+            needs = (self.entered_at_column,) if self.entered_at_column else ()
+            source = Source(self.sql, self.parameters, self.source, self.chunk_size, needs)
+            with clock.phase("read"):
+                frames = source.chunks(warehouse, preparation.options)
+            clock.chunk_read()
+            self._find_audience(hook, record)
         if self.dry_run:
             return self._dry_run(results, ledger.key, record, preparation.count_only(frames, record, warehouse))
 

@@ -6,13 +6,15 @@ The results table's columns are defined once (``RESULTS``): its DDL, its check a
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
 
 from airflow_provider_tiktok.audience.metrics import SyncMetrics
-from airflow_provider_tiktok.exceptions import TikTokConfigurationError, TikTokWarehouseError
+from airflow_provider_tiktok.exceptions import TikTokConfigurationError, TikTokError, TikTokWarehouseError
 from airflow_provider_tiktok.sync.ledger import KEY_COLUMNS, BatchTotals, Status, SyncKey, SyncRecord
 from airflow_provider_tiktok.sync.timing import lag_percentile
 from airflow_provider_tiktok.warehouse import TableSpec, Warehouse
@@ -157,6 +159,15 @@ class ResultsTable:
                     f"results_table {self.table!r} refused this sync's row ({err}); point results_table at a "
                     "table of its own."
                 ) from None
+            raise
+
+    @contextmanager
+    def failed_if_raises(self, key: SyncKey, record: SyncRecord) -> Iterator[None]:
+        """Launch checks after ``open_row``: a refusal leaves the row ``failed``, not ``staging``."""
+        try:
+            yield
+        except TikTokError:
+            self.write(key, record, metrics_of(record, BatchTotals()), Status.FAILED)
             raise
 
     def write(self, key: SyncKey, record: SyncRecord, metrics: SyncMetrics, status: Status) -> None:

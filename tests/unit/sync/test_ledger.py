@@ -156,7 +156,8 @@ def test_a_table_whose_own_constraints_refuse_our_row_stops_the_sync_at_launch(w
     columns = ", ".join(f"{name} {kind}" for name, kind in RESULTS.columns.items())
     with sqlite3.connect(hook.path) as setup:
         setup.execute(
-            f"CREATE TABLE results_owned ({columns}, owner TEXT NOT NULL, PRIMARY KEY (dag_id, task_id, run_id, map_index))"
+            f"CREATE TABLE results_owned ({columns}, owner TEXT NOT NULL, "
+            "PRIMARY KEY (dag_id, task_id, run_id, map_index))"
         )
     results = ResultsTable(ledger.warehouse, "results_owned")
     results.ensure()  # our columns are all there
