@@ -308,3 +308,29 @@ def test_session_is_pooled_and_reused(hook, requests_mock):
     assert hook.get_conn() is first
     assert first.get_adapter(BASE)._pool_maxsize >= 32
     assert first.verify is True
+
+
+def test_a_duplicate_whose_delete_answer_was_lost_is_not_an_error(hook, requests_mock):
+    listings = [
+        {"list": [], "page_info": {"total_page": 1}},
+        {
+            "list": [
+                {"audience_id": "44", "name": "vip", "create_time": "1"},
+                {"audience_id": "55", "name": "vip", "create_time": "2"},
+            ],
+            "page_info": {"total_page": 1},
+        },
+    ]
+    requests_mock.get(BASE + "dmp/custom_audience/list/", [{"json": envelope(page)} for page in listings])
+    answers = [
+        {"json": envelope({"audience_id": "55"})},  # our create
+        {"exc": requests.exceptions.ChunkedEncodingError("cut")},  # deleting our duplicate: applied, answer lost
+        {"json": envelope(code=40002, message="Audience 55 does not exist")},  # the retry finds it gone
+    ]
+    requests_mock.post(BASE + "segment/audience/", answers)
+    assert hook.create_audience_once("7001", "vip") == "44"
+    assert [r.json()["action"] for r in requests_mock.request_history if r.method == "POST"] == [
+        "create",
+        "delete",
+        "delete",
+    ]
