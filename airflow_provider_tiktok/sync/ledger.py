@@ -114,6 +114,7 @@ class SyncRecord:
     invalid_by_field: dict[str, int] = field(default_factory=dict)
     coverage: dict[str, int] = field(default_factory=dict)
     unchanged: int = 0  # mirror mode: users whose identifiers were already in the audience
+    removed_without_request: int = 0  # mirror mode: departed users whose identifiers others still carry
     attempts: int = 0
     requests: int = 0
     retries: int = 0

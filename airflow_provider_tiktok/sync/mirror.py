@@ -44,6 +44,7 @@ class MirrorPlan:
 
     adds: pa.Table
     removals: pa.Table
+    covered: pa.Array  # departed users whose every identifier a current user still carries: nothing to send
     departed: int
     changed: int
     unchanged: int
@@ -156,7 +157,8 @@ def plan_mirror(current: pa.Table, snapshot: pa.Table, fields: Sequence[str]) ->
         has_digest = pc.or_(has_digest, removals.column(name).is_valid())
     return MirrorPlan(
         adds=adds,
-        removals=removals.filter(pc.or_(has_digest, keys.is_valid())),
+        removals=removals.filter(has_digest),
+        covered=removals.filter(pc.invert(has_digest)).column("user_key").combine_chunks().drop_null(),
         departed=pc.sum(departed).as_py() or 0,
         changed=pc.sum(changed).as_py() or 0,
         unchanged=(pc.sum(both).as_py() or 0) - (pc.sum(changed).as_py() or 0),
@@ -208,6 +210,12 @@ class Snapshot:
             (self.advertiser_id, self.audience_id, key, *values) for key, *values in zip(keys, *digests, strict=True)
         )
         self.warehouse.execute_many(sql, rows)
+
+    def forget(self, user_keys: pa.Array) -> None:
+        """Departed users with nothing to remove from TikTok leave the snapshot at once."""
+        sql = f"DELETE FROM {self.table} WHERE {self._where} AND user_key = {self.warehouse.placeholder}"
+        target = (self.advertiser_id, self.audience_id)
+        self.warehouse.execute_many(sql, ((*target, key) for key in user_keys.to_pylist()))
 
     def purge(self) -> None:
         """Forget this audience's snapshot (privacy: the next mirror run adds everyone again)."""

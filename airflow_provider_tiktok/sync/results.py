@@ -97,7 +97,7 @@ def metrics_of(record: SyncRecord, totals: BatchTotals) -> SyncMetrics:
         errored=Counter({f"api_error_{code}": users for code, users in totals.errored(entering).items()}),
         invalid_by_field=Counter(record.invalid_by_field),
         coverage=dict(record.coverage),
-        removed=totals.count(Status.ACKNOWLEDGED, removing),
+        removed=totals.count(Status.ACKNOWLEDGED, removing) + record.removed_without_request,
         removals_pending=totals.count(Status.PENDING, removing),
         removals_errored=totals.count(Status.ERRORED, removing),
         requests=record.requests,

@@ -110,6 +110,8 @@ class Preparation:
         log.info("%s", plan.describe().capitalize())
         record.unchanged = plan.unchanged
         self.mirror.check(plan)
+        snapshot.forget(plan.covered)
+        record.removed_without_request = len(plan.covered)
         return plan.batches(self.options.id_schema, fields, self.batch_size)
 
     def _remember_entry_times(

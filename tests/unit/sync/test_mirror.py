@@ -53,6 +53,10 @@ def test_a_digest_still_carried_by_a_current_user_is_never_removed():
     current = members({"2": ("shared@x", "+2")})
     plan = plan_mirror(current, snapshot, FIELDS)
     assert rows_of(plan.removals) == {("1", None, d("+1"))}
+    twin = plan_mirror(
+        members({"2": ("shared@x", "+2")}), members({"1": ("shared@x", "+2"), "2": ("shared@x", "+2")}), FIELDS
+    )
+    assert twin.removals.num_rows == 0 and twin.covered.to_pylist() == ["1"]  # nothing to send; forgotten
 
 
 def test_the_first_run_adds_everyone_and_a_rerun_sends_nothing():
