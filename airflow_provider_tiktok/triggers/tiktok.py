@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -14,6 +14,8 @@ from airflow_provider_tiktok.exceptions import TikTokAPIError, TikTokConfigurati
 
 if TYPE_CHECKING:
     from airflow_provider_tiktok.hooks.tiktok import TikTokHook
+
+CONDITION_NAMES = tuple(condition.name for condition in fields(AudienceConditions))
 
 
 class TikTokAudienceTrigger(BaseTrigger):
@@ -32,8 +34,17 @@ class TikTokAudienceTrigger(BaseTrigger):
         audience_name: str | None = None,
         conditions: dict[str, Any] | None = None,
         poke_interval: float = 60.0,
+        **legacy: Any,
     ) -> None:
+        """``legacy`` takes 0.1's keywords (the four conditions, ``poll_interval``), so a trigger deferred
+        before an upgrade is still built from its stored kwargs."""
         super().__init__()
+        if legacy:
+            conditions = dict(conditions or {})
+            conditions.update({name: legacy.pop(name) for name in CONDITION_NAMES if name in legacy})
+            poke_interval = legacy.pop("poll_interval", poke_interval)
+        if legacy:
+            raise TypeError(f"TikTokAudienceTrigger got unexpected keyword argument(s) {sorted(legacy)}")
         self.tiktok_conn_id = tiktok_conn_id
         self.advertiser_id = advertiser_id
         self.audience_id = audience_id

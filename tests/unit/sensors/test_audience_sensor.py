@@ -201,3 +201,18 @@ def test_missing_audience_fails_alike_in_poke_and_deferred_modes(monkeypatch):
     payload = asyncio.run(first_event(trigger(fail_if_missing=True)))
     with pytest.raises(AirflowFailException, match="does not exist"):
         sensor(fail_if_missing=True).execute_complete({}, payload)
+
+
+def test_a_trigger_stored_by_01_is_rebuilt_from_its_kwargs():
+    stored = {
+        "tiktok_conn_id": "tiktok_default",
+        "advertiser_id": "7001",
+        "audience_name": "VIP",
+        "require_valid": False,
+        "min_size": 10,
+        "fail_if_missing": True,
+        "fail_if_expiring": False,
+        "poll_interval": 5.0,
+    }
+    rebuilt = TikTokAudienceTrigger(**stored)
+    assert rebuilt.conditions == AudienceConditions(False, 10, True, False) and rebuilt.poke_interval == 5.0
