@@ -25,7 +25,7 @@ def test_results_table_on_postgres_reads_whole_and_since(postgres_server, monkey
         cursor.execute(f"CREATE TABLE marketing.{TABLE} ({', '.join(f'{n} {k}' for n, k in COLUMNS.items())})")
         cursor.executemany(
             f"INSERT INTO marketing.{TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})",
-            [tuple(row[name] for name in COLUMNS) for row in rows],
+            [tuple(row.get(name) for name in COLUMNS) for row in rows],
         )
     connection.close()
     monkeypatch.setenv("AIRFLOW_CONN_DWH", json.dumps({"conn_type": "postgres", **postgres_server}))

@@ -1,4 +1,4 @@
-"""Results-table rows as the sync writes them (today's columns plus the ones being added), for UI tests."""
+"""Results-table rows as the sync writes them, for UI tests."""
 
 from __future__ import annotations
 
@@ -9,32 +9,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_tiktok.sync.results import RESULTS
+
 TABLE = "tiktok_audience_sync_results"
-COLUMNS = {
-    "dag_id": "TEXT NOT NULL",
-    "task_id": "TEXT NOT NULL",
-    "run_id": "TEXT NOT NULL",
-    "map_index": "INTEGER NOT NULL",
-    "advertiser_id": "TEXT",
-    "audience_id": "TEXT",
-    "audience_name": "TEXT",
-    "action": "TEXT",
-    "status": "TEXT",
-    "entered": "INTEGER",
-    "synced": "INTEGER",
-    "not_synced": "INTEGER",
-    "pending": "INTEGER",
-    "errored": "INTEGER",
-    "removed": "INTEGER",
-    "unchanged": "INTEGER",
-    "not_synced_by_reason": "TEXT",
-    "errored_by_reason": "TEXT",
-    "requests": "INTEGER",
-    "duration_seconds": "DOUBLE PRECISION",
-    "time_to_first_request_seconds": "DOUBLE PRECISION",
-    "first_attempt_at": "TEXT",
-    "updated_at": "TEXT",
-}
+COLUMNS = dict(RESULTS.columns)  # the schema the sync writes, defined once
 START = datetime(2025, 11, 26, tzinfo=timezone.utc)
 
 

@@ -25,10 +25,10 @@ def test_reads_a_sqlite_table_with_any_columns_and_only_newer_rows_when_asked(tm
     path = tmp_path / "w.db"
     write_sqlite(path, [result_row(1, 0), result_row(1, 1)])
     with sqlite3.connect(path) as db:
-        db.execute(f"ALTER TABLE {TABLE} ADD COLUMN coverage DOUBLE PRECISION")
+        db.execute(f"ALTER TABLE {TABLE} ADD COLUMN future_metric DOUBLE PRECISION")
     monkeypatch.setenv("AIRFLOW_CONN_WH", json.dumps({"conn_type": "sqlite", "host": str(path)}))
     rows = read_table(ResultsSource("wh"))
-    assert len(rows) == 2 and "coverage" in rows[0]
+    assert len(rows) == 2 and "future_metric" in rows[0]
     newer = read_table(ResultsSource("wh"), since=result_row(1, 1)["updated_at"])
     assert [r["run_id"] for r in newer] == [result_row(1, 1)["run_id"]]
 
