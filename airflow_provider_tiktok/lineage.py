@@ -166,3 +166,20 @@ def sync_lineage(
     audience = audience_id if audience_id not in (None, "") else audience_name
     outputs = [LineageDataset(f"{SCHEME}://{advertiser_id}", f"audiences/{audience_key(audience or '')}")]
     return _operator_lineage(inputs, outputs)
+
+
+#: What an audience's asset event carries: counts and names, never an identifier.
+REFRESH_EXTRA = ("advertiser_id", "audience_id", "audience_name", "entered", "synced", "unchanged", "removed")
+
+
+def announce_refresh(outlet_events: Any, result: dict[str, Any], dag_id: str, run_id: str, map_index: int) -> None:
+    """After a sync: an event for its audience, by name and by id, through ``audience_alias()``; DAGs scheduled
+    on ``audience_asset(...)`` run after the refresh."""
+    extra = {key: result.get(key) for key in REFRESH_EXTRA} | {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "map_index": map_index,
+    }
+    events = outlet_events[audience_alias()]
+    for audience in {result.get("audience_name"), result.get("audience_id")} - {None}:
+        events.add(audience_asset(str(result["advertiser_id"]), str(audience)), extra=extra)

@@ -35,10 +35,9 @@ from airflow_provider_tiktok.exceptions import (
     TikTokWarehouseError,
 )
 from airflow_provider_tiktok.hooks.tiktok import MAPPING_ACTIONS, TikTokHook, check_audience_name
-from airflow_provider_tiktok.lineage import audience_alias, audience_asset, sync_lineage
+from airflow_provider_tiktok.lineage import announce_refresh, audience_alias, sync_lineage
 from airflow_provider_tiktok.links.tiktok import AUDIENCE_XCOM_KEY, TikTokAudienceLink
 from airflow_provider_tiktok.sync.attempt import AttemptLimits, UploadAttempt
-from airflow_provider_tiktok.sync.file_upload import MIN_FILE_BATCH_SIZE, FileUploader, calculate_type_for
 from airflow_provider_tiktok.sync.ledger import (
     DEFAULT_LEDGER_RETENTION,
     BatchTotals,
@@ -53,15 +52,11 @@ from airflow_provider_tiktok.sync.results import MIRROR, RejectsTable, ResultsTa
 from airflow_provider_tiktok.sync.retry_window import DEFAULT_RETRY_WINDOW
 from airflow_provider_tiktok.sync.staging import Preparation, Source
 from airflow_provider_tiktok.sync.timing import PhaseClock
-from airflow_provider_tiktok.sync.upload import SegmentUploader, Uploader
-from airflow_provider_tiktok.warehouse import Warehouse, check_identifier
+from airflow_provider_tiktok.sync.upload import check_upload_method, uploader_for
+from airflow_provider_tiktok.warehouse import Warehouse
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-UPLOAD_METHODS = ("segment", "file")
-#: What an audience's asset event carries: counts and names, never an identifier.
-REFRESH_EXTRA = ("advertiser_id", "audience_id", "audience_name", "entered", "synced", "unchanged", "removed")
 
 
 class SyncAudienceOperator(BaseOperator):
@@ -236,8 +231,6 @@ class SyncAudienceOperator(BaseOperator):
         """Everything that can be refused without a network call, each with one clear message."""
         if self.action not in (*MAPPING_ACTIONS, MIRROR):
             raise TikTokConfigurationError(f"action must be 'add', 'remove' or 'mirror', not {self.action!r}.")
-        if not 0 < self.max_removal_fraction <= 1:
-            raise TikTokConfigurationError(f"max_removal_fraction must be in (0, 1], got {self.max_removal_fraction}.")
         if not self.audience_id and not self.audience_name:
             raise TikTokConfigurationError("Name the audience: set audience_id or audience_name.")
         if self.audience_name:
@@ -258,19 +251,11 @@ class SyncAudienceOperator(BaseOperator):
         except ValueError as err:
             raise TikTokConfigurationError(str(err)) from None
         options = PrepareOptions(self.match_fields, self.user_key_column, self.field_rules)
-        if self.upload_method not in UPLOAD_METHODS:
-            raise TikTokConfigurationError(f"upload_method must be 'segment' or 'file', not {self.upload_method!r}.")
-        if self.upload_method == "file":
-            calculate_type_for(options.id_schema)  # one id type per file audience
-            if self.batch_size < MIN_FILE_BATCH_SIZE:
-                raise TikTokConfigurationError(
-                    f"upload_method='file' needs batch_size >= {MIN_FILE_BATCH_SIZE}: TikTok refuses file updates "
-                    "that leave an audience below 1,000 users."
-                )
+        check_upload_method(self.upload_method, options.id_schema, self.batch_size)
         mirror = None
         if self.action == MIRROR:
             limits = (self.max_removal_fraction, self.min_audience_size, self.allow_large_removal)
-            mirror = MirrorSettings(check_identifier(self.snapshot_table, "snapshot_table"), *limits)
+            mirror = MirrorSettings(self.snapshot_table, *limits)
         return Preparation(
             options, self.batch_size, self.prepare_workers, mirror=mirror, entered_at_column=self.entered_at_column
         )
@@ -294,7 +279,7 @@ class SyncAudienceOperator(BaseOperator):
         if record is not None:
             # Launch checks passed at the first attempt; during an outage they would only burn this one.
             self.log.info("Resuming: users were staged at the first attempt; sending only unacknowledged batches.")
-            uploader = self._uploader(hook, record.advertiser_id, preparation)
+            uploader = uploader_for(self.upload_method, hook, record.advertiser_id, preparation.options.id_schema)
             attempt = UploadAttempt(
                 hook, uploader, ledger, results, record, preparation, clock, self._limits, self.log.info
             )
@@ -318,7 +303,7 @@ class SyncAudienceOperator(BaseOperator):
         if self.dry_run:
             return self._dry_run(results, ledger.key, record, preparation.count_only(frames, record, warehouse))
 
-        uploader = self._uploader(hook, advertiser_id, preparation)
+        uploader = uploader_for(self.upload_method, hook, advertiser_id, preparation.options.id_schema)
 
         def create_audience(first_batch: UserBatch) -> str:
             return uploader.create_audience(str(record.audience_name), first_batch)
@@ -328,11 +313,6 @@ class SyncAudienceOperator(BaseOperator):
             hook, uploader, ledger, results, record, preparation, clock, self._limits, self.log.info
         )
         return self._upload_and_report(context, attempt, batches)
-
-    def _uploader(self, hook: TikTokHook, advertiser_id: str, preparation: Preparation) -> Uploader:
-        if self.upload_method == "file":
-            return FileUploader(hook, advertiser_id, preparation.options.id_schema)
-        return SegmentUploader(hook, advertiser_id)
 
     @property
     def _limits(self) -> AttemptLimits:
@@ -372,20 +352,9 @@ class SyncAudienceOperator(BaseOperator):
                 "Airflow will retry and resume with the unsent batches."
             )
         result = xcom_value(outcome.metrics, record)
-        self._announce_refresh(context, record, result)
-        return result
-
-    def _announce_refresh(self, context: Context, record: SyncRecord, result: dict[str, Any]) -> None:
-        """An asset event per audience (by name and by id): DAGs scheduled on it run after the refresh."""
         ti = context["ti"]
-        extra = {key: result.get(key) for key in REFRESH_EXTRA} | {
-            "dag_id": ti.dag_id,
-            "run_id": ti.run_id,
-            "map_index": ti.map_index,
-        }
-        events = context["outlet_events"][audience_alias()]
-        for audience in {record.audience_name, record.audience_id} - {None}:
-            events.add(audience_asset(record.advertiser_id, str(audience)), extra=extra)
+        announce_refresh(context["outlet_events"], result, ti.dag_id, ti.run_id, ti.map_index)
+        return result
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the tables the query reads -> ``tiktok://<advertiser>`` ``audiences/<id>``."""

@@ -20,7 +20,7 @@ from airflow_provider_tiktok.audience import MatchField, UserBatch
 from airflow_provider_tiktok.audience.batching import hex_payload, hex_strings
 from airflow_provider_tiktok.audience.prepare import PreparedUsers
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError
-from airflow_provider_tiktok.warehouse import BLOB, TableSpec, Warehouse
+from airflow_provider_tiktok.warehouse import BLOB, TableSpec, Warehouse, check_identifier
 
 FIELDS = tuple(f.value for f in MatchField)
 SNAPSHOT = TableSpec(
@@ -98,6 +98,11 @@ class MirrorSettings:
     max_removal_fraction: float = 0.5
     min_audience_size: int = 1000
     allow_large_removal: bool = False
+
+    def __post_init__(self) -> None:
+        check_identifier(self.snapshot_table, "snapshot_table")
+        if not 0 < self.max_removal_fraction <= 1:
+            raise TikTokConfigurationError(f"max_removal_fraction must be in (0, 1], got {self.max_removal_fraction}.")
 
     def snapshot(self, warehouse: Warehouse, advertiser_id: str, audience_id: str | None) -> Snapshot:
         return Snapshot(warehouse, self.snapshot_table, advertiser_id, audience_id)

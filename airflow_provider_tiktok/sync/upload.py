@@ -12,14 +12,14 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from airflow_provider_tiktok.audience.batching import UserBatch
 from airflow_provider_tiktok.audience.identifiers import scrub_identifiers
-from airflow_provider_tiktok.exceptions import TikTokAPIError
+from airflow_provider_tiktok.exceptions import TikTokAPIError, TikTokConfigurationError
 from airflow_provider_tiktok.sync.ledger import BatchOutcome, Status
 
 if TYPE_CHECKING:
@@ -45,6 +45,30 @@ class SegmentUploader:
 
     def create_audience(self, name: str, first_batch: UserBatch) -> str:
         return self.hook.create_audience_once(self.advertiser_id, name)
+
+
+UPLOAD_METHODS = ("segment", "file")
+
+
+def uploader_for(method: str, hook: TikTokHook, advertiser_id: str, id_schema: Sequence[str]) -> Uploader:
+    from airflow_provider_tiktok.sync.file_upload import FileUploader
+
+    return FileUploader(hook, advertiser_id, id_schema) if method == "file" else SegmentUploader(hook, advertiser_id)
+
+
+def check_upload_method(method: str, id_schema: Sequence[str], batch_size: int) -> None:
+    """Refuse, before any call, what the chosen path cannot carry."""
+    from airflow_provider_tiktok.sync.file_upload import MIN_FILE_BATCH_SIZE, calculate_type_for
+
+    if method not in UPLOAD_METHODS:
+        raise TikTokConfigurationError(f"upload_method must be 'segment' or 'file', not {method!r}.")
+    if method == "file":
+        calculate_type_for(id_schema)  # one id type per file audience
+        if batch_size < MIN_FILE_BATCH_SIZE:
+            raise TikTokConfigurationError(
+                f"upload_method='file' needs batch_size >= {MIN_FILE_BATCH_SIZE}: TikTok refuses file updates "
+                "that leave an audience below 1,000 users."
+            )
 
 
 @dataclass

@@ -115,8 +115,10 @@ def test_attempt_after_the_window_errors_pending_users_and_fails(start_sandbox, 
     assert run.returncode != 0
     assert "Retry window" in output
     [row] = results(warehouse)
-    assert row["status"] == "failed" and row["pending"] == 0 and row["synced"] == 0
-    assert json.loads(row["errored_by_reason"]) == {"api_error_40100": expected["synced"]}
+    # Staging feeds the upload as it goes, so a first batch or two may be acknowledged before the outage.
+    assert row["status"] == "failed" and row["pending"] == 0 and row["errored"] > 0
+    assert json.loads(row["errored_by_reason"]) == {"api_error_40100": row["errored"]}
+    assert row["synced"] + row["errored"] == expected["synced"]
     assert row["entered"] == expected["entered"] and row["attempts"] >= 2
 
 
