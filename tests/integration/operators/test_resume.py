@@ -104,12 +104,14 @@ def test_attempt_after_the_window_errors_pending_users_and_fails(start_sandbox, 
         attempt_budget=1,
         request_retry_limit=2,
         request_retry_seconds=1,
+        max_qps=1,  # one batch a second, so the outage starts while users are still staged
+        concurrency=1,
     )
     # Launch validation needs the API: let the first calls through, then start the outage.
     sandbox.set_faults(rate_limit_for_seconds=0)
     run = start_dags_test("sync_window", airflow_env(sandbox, warehouse, {"dag_id": "sync_window", "tasks": [task]}))
-    while "segment/audience/" not in sandbox.stats()["requests"]:
-        time.sleep(0.05)
+    while "segment/mapping/" not in sandbox.stats()["requests"]:
+        time.sleep(0.02)
     sandbox.set_faults(rate_limit_for_seconds=600)
     output = run.communicate(timeout=300)[0]
     assert run.returncode != 0
