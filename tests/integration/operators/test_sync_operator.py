@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy
 
+from airflow_provider_tiktok.lineage import audience_asset_uri
 from demo.seed import generate_entrants
 from tests.integration.harness import airflow_env, dags_test, expected_sync, results, start_dags_test, xcom_return
 
@@ -83,6 +86,17 @@ def test_25000_users_from_sqlite_land_exactly_once(sandbox, tmp_path):
     assert all(0 < users <= expected["synced"] for users in coverage.values()) and xcom["coverage"] == coverage
     assert row["time_to_first_request_seconds"] is not None and row["upload_seconds"] > 0
     assert "read=" in done.stdout and "upload=" in done.stdout
+    # "Audience refreshed": an asset event by name and by id, with the counts and nothing else.
+    with sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db") as db:
+        events = db.execute(
+            "SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE e.source_dag_id = ?",
+            ("sync_25k",),
+        ).fetchall()
+    advertiser = row["advertiser_id"]
+    by_name, by_id = audience_asset_uri(advertiser, "Winback 25k"), audience_asset_uri(advertiser, row["audience_id"])
+    assert {uri for uri, _ in events} == {by_name, by_id}
+    extras = [json.loads(extra) if isinstance(extra, str) else extra for _, extra in events]
+    assert all(e["synced"] == expected["synced"] and e["entered"] == expected["entered"] for e in extras)
 
 
 @pytest.mark.usefixtures("airflow_home")
