@@ -9,7 +9,6 @@ import json
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -93,13 +92,9 @@ class UserBatch:
     def rows(self) -> list[tuple[str | None, ...]]:
         return list(zip(*(column.to_pylist() for column in self.columns), strict=True))
 
-    def batch_data(self, audience_ids: Sequence[str]) -> list[list[dict[str, Any]]]:
-        """The ``segment/mapping/`` payload as Python objects: one list per user, ``{}`` for a gap."""
-        ids = list(audience_ids)
-        return [[{"id": d, "audience_ids": ids} if d else {} for d in row] for row in self.rows()]
-
     def batch_data_json(self, audience_ids: Sequence[str]) -> bytes:
-        """Same payload as ``batch_data``, serialised by Arrow kernels instead of 30k Python dicts.
+        """The ``segment/mapping/`` payload (one list per user, ``{}`` for a gap), serialised by Arrow kernels
+        instead of 30k Python dicts.
 
         Digests are validated lowercase hex, so no JSON escaping is needed.
         """

@@ -227,20 +227,19 @@ class Ledger:
         )
 
     def prune(self, retention: timedelta) -> None:
-        """Remove every ended sync (of any task using this ledger) older than ``retention``."""
-        ph = self.warehouse.placeholder
-        cutoff = time.time() - retention.total_seconds()
+        """Remove every ended sync (of any task using this ledger) older than ``retention``, in two statements."""
         ended = tuple(s.value for s in Status if s.is_terminal)
-        old = (
-            f"SELECT {', '.join(KEY_COLUMNS)} FROM {self.syncs_table} "
-            f"WHERE updated_at < {ph} AND status IN ({self.warehouse.placeholders(len(ended))})"
+        old = f"updated_at < {self.warehouse.placeholder} AND status IN ({self.warehouse.placeholders(len(ended))})"
+        values = (time.time() - retention.total_seconds(), *ended)
+        same_sync = " AND ".join(f"{self.syncs_table}.{c} = {self.batches_table}.{c}" for c in KEY_COLUMNS)
+        self.warehouse.execute(
+            (
+                f"DELETE FROM {self.batches_table} WHERE EXISTS "
+                f"(SELECT 1 FROM {self.syncs_table} WHERE {same_sync} AND {self.syncs_table}.{old})",
+                values,
+            ),
+            (f"DELETE FROM {self.syncs_table} WHERE {old}", values),
         )
-        rows = self.warehouse.query(old, (cutoff, *ended))
-        for row in rows:
-            self.warehouse.execute(
-                (f"DELETE FROM {self.batches_table} WHERE {self._where}", tuple(row)),
-                (f"DELETE FROM {self.syncs_table} WHERE {self._where}", tuple(row)),
-            )
 
     # --- batches --------------------------------------------------------------------------
 

@@ -222,12 +222,6 @@ class Snapshot:
         target = (self.advertiser_id, self.audience_id)
         self.warehouse.execute_many(sql, ((*target, key) for key in user_keys.to_pylist()))
 
-    def purge(self) -> None:
-        """Forget this audience's snapshot (privacy: the next mirror run adds everyone again)."""
-        self.warehouse.execute(
-            (f"DELETE FROM {self.table} WHERE {self._where}", (self.advertiser_id, self.audience_id))
-        )
-
 
 def binary_digests(column: pa.Array) -> pa.Array:
     """Lowercase hex digests as raw bytes (half the size), nulls kept; vectorised, no per-value Python."""

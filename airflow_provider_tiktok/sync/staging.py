@@ -179,7 +179,7 @@ class StagingFeed:
         create_audience: Callable[[UserBatch], str],
         in_memory: int = 16,
     ) -> None:
-        self.ledger, self.record, self.in_memory = ledger, record, in_memory
+        self.ledger, self.record = ledger, record
         self._queue: queue.Queue[Any] = queue.Queue()
         self._held = threading.Semaphore(in_memory)
         self._error: BaseException | None = None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from airflow_provider_tiktok.audience.batching import UserBatch
 from airflow_provider_tiktok.audience.identifiers import scrub_identifiers
 from airflow_provider_tiktok.exceptions import TikTokAPIError, TikTokConfigurationError
+from airflow_provider_tiktok.sync.file_upload import MIN_FILE_BATCH_SIZE, FileUploader, calculate_type_for
 from airflow_provider_tiktok.sync.ledger import BatchOutcome, Status
 
 if TYPE_CHECKING:
@@ -51,15 +52,11 @@ UPLOAD_METHODS = ("segment", "file")
 
 
 def uploader_for(method: str, hook: TikTokHook, advertiser_id: str, id_schema: Sequence[str]) -> Uploader:
-    from airflow_provider_tiktok.sync.file_upload import FileUploader
-
     return FileUploader(hook, advertiser_id, id_schema) if method == "file" else SegmentUploader(hook, advertiser_id)
 
 
 def check_upload_method(method: str, id_schema: Sequence[str], batch_size: int) -> None:
     """Refuse, before any call, what the chosen path cannot carry."""
-    from airflow_provider_tiktok.sync.file_upload import MIN_FILE_BATCH_SIZE, calculate_type_for
-
     if method not in UPLOAD_METHODS:
         raise TikTokConfigurationError(f"upload_method must be 'segment' or 'file', not {method!r}.")
     if method == "file":
