@@ -1,10 +1,12 @@
 """The main job, end to end and offline: ``make demo`` (or ``python -m demo.run``).
 
-Starts the TikTok emulator on loopback, seeds a SQLite warehouse with synthetic journey entrants of
-yesterday, runs ``airflow dags test tiktok_canvas_audience_sync`` for the latest daily interval, prints the
-per-step metrics read back from the results table, and stops the emulator. Everything lives under
+Starts the TikTok emulator on loopback with two ad accounts of one Business Center, seeds a SQLite
+warehouse with synthetic journey entrants of yesterday and the loyalty members, runs ``airflow dags test
+tiktok_canvas_audience_sync`` for the latest daily interval, prints the per-step metrics read back from the
+results table, then runs ``airflow dags test tiktok_vip_lookalike`` (VIP seed -> wait for its size ->
+lookalike -> shared with the second account), prints what it made, and stops the emulator. Everything lives under
 ``.demo/``: connections in the metadata database, task logs where the API server reads them, DAGs
-unpaused, so ``make ui`` (``demo/ui.py``) shows the run, its logs and the "TikTok audiences" page.
+unpaused, so ``make ui`` (``demo/ui.py``) shows both runs, their logs and the "TikTok audiences" page.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 DAG_ID = "tiktok_canvas_audience_sync"
+LOOKALIKE_DAG_ID = "tiktok_vip_lookalike"
+OWNER, PARTNER = "7000000000001", "7000000000002"  # PARTNER: the lookalike DAG's default second ad account
 
 
 def latest_interval_end(now: datetime | None = None) -> datetime:
@@ -77,12 +81,12 @@ def write_task_logs(dag_test_log: str, logs: Path, dag_id: str) -> list[Path]:
     return written
 
 
-def metrics_table(warehouse: Path, run_id_like: str = "%") -> str:
+def metrics_table(warehouse: Path, run_id_like: str = "%", dag_id: str = DAG_ID) -> str:
     with sqlite3.connect(warehouse) as db:
         rows = db.execute(
             "SELECT audience_name, entered, synced, not_synced, pending, errored, not_synced_by_reason, status "
             "FROM tiktok_audience_sync_results WHERE dag_id = ? AND run_id LIKE ? ORDER BY audience_name",
-            (DAG_ID, run_id_like),
+            (dag_id, run_id_like),
         ).fetchall()
     header = f"{'step audience':<34}{'Entered':>9}{'Synced':>9}{'Not Synced':>12}{'Pending':>9}{'Errored':>9}  status"
     lines = [header, "-" * len(header)]
@@ -90,6 +94,53 @@ def metrics_table(warehouse: Path, run_id_like: str = "%") -> str:
         lines.append(f"{name:<34}{entered:>9}{synced:>9}{not_synced:>12}{pending:>9}{errored:>9}  {status}")
         lines.append(f"{'':<34}  not synced by reason: {json.loads(reasons)}")
     return "\n".join(lines)
+
+
+def returned(metadata_db: Path, dag_id: str, task_id: str) -> dict:
+    """A task's latest return value, as ``airflow dags test`` stored it in the metadata database's XCom table."""
+    with sqlite3.connect(metadata_db) as db:
+        [(value,)] = db.execute(
+            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = 'return_value' "
+            "ORDER BY timestamp DESC LIMIT 1",
+            (dag_id, task_id),
+        ).fetchall()
+    return json.loads(value)
+
+
+def lookalike_lines(metadata_db: Path, sandbox: SandboxProcess) -> str:
+    """What the lookalike DAG made: its tasks' XCom, checked against what the emulator holds."""
+    seed = returned(metadata_db, LOOKALIKE_DAG_ID, "wait_for_vip_seed")
+    made = returned(metadata_db, LOOKALIKE_DAG_ID, "create_vip_lookalike")
+    shared = returned(metadata_db, LOOKALIKE_DAG_ID, "share_vip_lookalike")
+    held = sandbox.audience(made["audience_id"])
+    return "\n".join(
+        [
+            f"seed audience      {seed['name']} ({seed['audience_id']}): size {seed['size']:,} when the sensor "
+            f"passed (valid: {seed['is_valid']})",
+            f"lookalike          {made['name']} ({made['audience_id']}): size {held['size']:,}, "
+            f"seeded from {held['lookalike_spec']['source_audience_id']}",
+            f"shared             by {shared['advertiser_id']} with {', '.join(shared['shared_advertiser_ids'])} "
+            f"(emulator: shared with {', '.join(held['shared_with'])})",
+        ]
+    )
+
+
+def shown(path: Path) -> str:
+    return os.path.relpath(path, ROOT)
+
+
+def dags_test(env: dict[str, str], step: str, dag_id: str, logical_date: datetime, log_path: Path) -> bool:
+    """``airflow dags test`` into ``log_path``, then its task logs where the UI reads them; on failure, its end."""
+    print(f"{step} airflow dags test {dag_id} {logical_date.isoformat()} (log: {shown(log_path)}) ...", flush=True)
+    with open(log_path, "w") as log:
+        command = [AIRFLOW, "dags", "test", dag_id, logical_date.isoformat()]
+        done = subprocess.run(command, env=env, stdout=log, stderr=log)
+    if done.returncode != 0:
+        print(f"The {dag_id} run failed; the end of {shown(log_path)} says:", file=sys.stderr)
+        print(log_path.read_text()[-3000:], file=sys.stderr)
+        return False
+    write_task_logs(log_path.read_text(), WORK / "airflow" / "logs", dag_id)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,46 +163,61 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     shutil.rmtree(WORK, ignore_errors=True)
-    (WORK / "airflow").mkdir(parents=True)
+    home = WORK / "airflow"
+    home.mkdir(parents=True)
     warehouse = WORK / "warehouse.db"
     logical_date = datetime.now(timezone.utc).replace(microsecond=0)  # its data interval: yesterday
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(WORK / "airflow"),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",  # even if the shell sets another
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(WORK / "airflow" / "logs"),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
     }
-    print("1/5 preparing Airflow's metadata database ...", flush=True)
+    print("1/6 preparing Airflow's metadata database ...", flush=True)
     airflow(env, "db", "migrate")
     airflow(env, "pools", "set", "tiktok_api", "4", "TikTok Marketing API budget (50 req/s shared)")
     warehouse_conn = json.dumps({"conn_type": "sqlite", "host": str(warehouse)})
     airflow(env, "connections", "add", "tiktok_warehouse", "--conn-json", warehouse_conn)  # for the UI
     env["AIRFLOW_CONN_TIKTOK_WAREHOUSE"] = warehouse_conn  # and the same as env vars, which `dags test` reads
-    print(f"2/5 seeding {args.entrants:,} synthetic entrants into {warehouse.relative_to(ROOT)} ...", flush=True)
+    print(
+        f"2/6 seeding {args.entrants:,} synthetic entrants and their loyalty members into {shown(warehouse)} ...",
+        flush=True,
+    )
     seed(f"sqlite:///{warehouse}", args.entrants, days=1, start=latest_interval_end(logical_date) - timedelta(days=1))
-    print(f"3/5 starting the TikTok emulator on 127.0.0.1:{args.port} ...", flush=True)
-    with SandboxProcess(WORK / "sandbox.db", port=args.port, valid_after_seconds=5) as sandbox:
+    print(
+        f"3/6 starting the TikTok emulator on 127.0.0.1:{args.port}, ad accounts {OWNER} and {PARTNER} ...", flush=True
+    )
+    one_business_center = [f"{OWNER},{PARTNER}"]  # so the lookalike can be shared with PARTNER
+    emulator = SandboxProcess(
+        WORK / "sandbox.db",
+        port=args.port,
+        advertiser_ids=[OWNER, PARTNER],
+        business_center=one_business_center,
+        valid_after_seconds=5,
+    )
+    with emulator as sandbox:
         airflow(env, "connections", "add", "tiktok_default", "--conn-json", sandbox.connection_json())
         env["AIRFLOW_CONN_TIKTOK_DEFAULT"] = sandbox.connection_json()
         airflow(env, "dags", "reserialize")  # every DAG unpaused, for `make ui`
-        print(f"4/5 airflow dags test {DAG_ID} {logical_date.isoformat()} (log: .demo/dag-test.log) ...", flush=True)
-        with open(WORK / "dag-test.log", "w") as log:
-            command = [AIRFLOW, "dags", "test", DAG_ID, logical_date.isoformat()]
-            done = subprocess.run(command, env=env, stdout=log, stderr=log)
-        if done.returncode != 0:
-            print("The DAG run failed; the end of .demo/dag-test.log says:", file=sys.stderr)
-            print(Path(WORK / "dag-test.log").read_text()[-3000:], file=sys.stderr)
-            return done.returncode
-        audiences = sandbox.stats()["audiences"]
-    write_task_logs((WORK / "dag-test.log").read_text(), WORK / "airflow" / "logs", DAG_ID)
-    print("5/5 per-step metrics, read back from the results table:\n")
-    print(metrics_table(warehouse))
-    print(
-        "\nAudiences in the emulator: " + ", ".join(f"{a['name']} ({a['members']} members)" for a in audiences.values())
-    )
-    print("\nNext: `make ui` opens this run, its logs and the TikTok audiences page in the Airflow UI.")
+        if not dags_test(env, "4/6", DAG_ID, logical_date, WORK / "dag-test.log"):
+            return 1
+        print("\nPer-step metrics, read back from the results table:\n")
+        print(metrics_table(warehouse))
+        audiences = sandbox.stats()["audiences"].values()
+        print("\nAudiences in the emulator: " + ", ".join(f"{a['name']} ({a['members']} members)" for a in audiences))
+        # TikTok takes hours to calculate a new audience and the DAG's sensor looks every 60 s; here the seed
+        # counts as calculated at once, so the sensor passes on its first look (valid, size >= 1,000).
+        sandbox.set_faults(valid_after_seconds=0)
+        print()
+        if not dags_test(env, "5/6", LOOKALIKE_DAG_ID, logical_date, WORK / "vip-lookalike.log"):
+            return 1
+        print("6/6 the VIP seed and its lookalike, read back from the results table, XCom and the emulator:\n")
+        print(metrics_table(warehouse, dag_id=LOOKALIKE_DAG_ID) + "\n")
+        print(lookalike_lines(home / "airflow.db", sandbox))
+    print("\nNext: `make ui` opens both runs, their logs and the TikTok audiences page in the Airflow UI.")
     return 0
 
 
