@@ -9,6 +9,7 @@ same attributes, so callers and tests need no optional dependency.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -156,15 +157,19 @@ def sync_lineage(
     advertiser_id: str | int,
     audience_id: str | int | None,
     audience_name: str | None,
+    other_audiences: Mapping[str, str | None] | None = None,
 ) -> Any:
-    """OpenLineage of one sync: the warehouse tables its query reads -> ``tiktok://<advertiser>`` ``audiences/<id>``."""
+    """OpenLineage of one sync: the warehouse tables its query reads -> ``tiktok://<advertiser>`` ``audiences/<id>``,
+    one output per ad account (``other_audiences``: the other accounts' audience ids, by advertiser)."""
     inputs: list[LineageDataset] = []
     if sql and warehouse_conn_id_or_hook is not None:
         namespace, database = warehouse_namespace(_connection_of(warehouse_conn_id_or_hook))
         for table in tables_read_by(sql):
             inputs.append(LineageDataset(namespace, f"{database}.{table}" if database else table))
-    audience = audience_id if audience_id not in (None, "") else audience_name
-    outputs = [LineageDataset(f"{SCHEME}://{advertiser_id}", f"audiences/{audience_key(audience or '')}")]
+    outputs = []
+    for advertiser, audience_id_of_account in {str(advertiser_id): audience_id, **(other_audiences or {})}.items():
+        audience = audience_id_of_account if audience_id_of_account not in (None, "") else audience_name
+        outputs.append(LineageDataset(f"{SCHEME}://{advertiser}", f"audiences/{audience_key(audience or '')}"))
     return _operator_lineage(inputs, outputs)
 
 
@@ -173,13 +178,16 @@ REFRESH_EXTRA = ("advertiser_id", "audience_id", "audience_name", "entered", "sy
 
 
 def announce_refresh(outlet_events: Any, result: dict[str, Any], dag_id: str, run_id: str, map_index: int) -> None:
-    """After a sync: an event for its audience, by name and by id, through ``audience_alias()``; DAGs scheduled
-    on ``audience_asset(...)`` run after the refresh."""
+    """After a sync: an event for each ad account's audience, by name and by id, through ``audience_alias()``;
+    DAGs scheduled on ``audience_asset(...)`` run after the refresh. Each event names its own account."""
     extra = {key: result.get(key) for key in REFRESH_EXTRA} | {
         "dag_id": dag_id,
         "run_id": run_id,
         "map_index": map_index,
     }
     events = outlet_events[audience_alias()]
-    for audience in {result.get("audience_name"), result.get("audience_id")} - {None}:
-        events.add(audience_asset(str(result["advertiser_id"]), str(audience)), extra=extra)
+    accounts = result.get("audience_ids") or {result["advertiser_id"]: result.get("audience_id")}
+    for advertiser, audience_id in accounts.items():
+        account_extra = extra | {"advertiser_id": advertiser, "audience_id": audience_id}
+        for audience in {result.get("audience_name"), audience_id} - {None}:
+            events.add(audience_asset(str(advertiser), str(audience)), extra=account_extra)

@@ -442,16 +442,18 @@ class TikTokHook(BaseHook):
             mask_secret(data["access_token"])
         return data
 
-    def check_access(self, advertiser_id: str) -> None:
-        """The token works, and (when the app credentials allow listing) it may act for ``advertiser_id``."""
+    def check_access(self, advertiser_ids: str | Sequence[str]) -> None:
+        """The token works, and (when the app credentials allow listing) it may act for every one of
+        ``advertiser_ids`` (one id or several), checked with one listing."""
         self.get_user_info()
         if self._app_credentials() is None:
             return
         authorised = {str(a.get("advertiser_id")) for a in self.list_advertisers()}
-        if advertiser_id not in authorised:
+        refused = [a for a in _as_list(advertiser_ids) if a not in authorised]
+        if refused:
             raise TikTokPermissionError(
                 40001,
-                f"advertiser {advertiser_id} is not authorised for this token (authorised: "
+                f"advertiser {', '.join(refused)} is not authorised for this token (authorised: "
                 f"{', '.join(sorted(authorised)) or 'none'})",
                 endpoint="oauth2/advertiser/get/",
             )
@@ -540,14 +542,21 @@ class TikTokHook(BaseHook):
         )
 
     def map_batch(
-        self, action: Literal["add", "remove"], advertiser_id: str, audience_ids: Sequence[str], batch: UserBatch
+        self,
+        action: Literal["add", "remove"],
+        advertiser_ids: str | Sequence[str],
+        audience_ids: Sequence[str],
+        batch: UserBatch,
     ) -> None:
-        """Add or remove a prepared batch; its JSON is built by Arrow, not row by row. A 40002 for an
-        audience that no longer exists is reported as such (fatal), not as a bad payload."""
+        """Add or remove a prepared batch in every one of ``audience_ids`` at once; its JSON is built by Arrow,
+        not row by row. Each audience must belong to one of ``advertiser_ids`` (one id or several), so one
+        request serves several ad accounts. A 40002 for an audience that no longer exists is reported as
+        such (fatal), not as a bad payload."""
         if len(batch) > MAX_USERS_PER_MAPPING:
             raise TikTokBadRequestError(40061, f"batch {batch.number} has {len(batch)} users; the limit is 10000")
+        advertisers = _as_list(advertiser_ids)
         body = {
-            "advertiser_ids": [advertiser_id],
+            "advertiser_ids": advertisers,
             "action": MAPPING_ACTIONS[action],
             "id_schema": list(batch.id_schema),
             "batch_data": orjson.Fragment(batch.batch_data_json(audience_ids)),
@@ -555,14 +564,15 @@ class TikTokHook(BaseHook):
         try:
             self.call("POST", "segment/mapping/", body=body)
         except TikTokBadRequestError as err:
-            gone = [
-                a for a in audience_ids if err.code == 40002 and not self.find_audience(advertiser_id, audience_id=a)
-            ]
+            gone = [a for a in audience_ids if err.code == 40002 and not self._audience_exists(advertisers, a)]
             if gone:
                 raise TikTokAudienceDeletedError(
                     err.code, f"audience {', '.join(gone)} no longer exists", endpoint=err.endpoint
                 ) from None
             raise
+
+    def _audience_exists(self, advertiser_ids: Sequence[str], audience_id: str) -> bool:
+        return any(self.find_audience(advertiser, audience_id=audience_id) for advertiser in advertiser_ids)
 
     # --- customer files and lifecycle -----------------------------------------------------
     # Shapes as TikTok's official SDK (``business_api_client.AudienceApi``) sends them.
@@ -771,6 +781,11 @@ def check_audience_name(name: str) -> None:
             f"Audience name must be 1-{MAX_AUDIENCE_NAME_LENGTH} characters (TikTok cuts longer ones, "
             f"which would break finding it again by name); got {len(name or '')}."
         )
+
+
+def _as_list(ids: str | Sequence[str]) -> list[str]:
+    """One id or several, as a list of strings."""
+    return [ids] if isinstance(ids, str) else [str(i) for i in ids]
 
 
 def _chunks(values: Sequence[str], size: int) -> Iterator[list[str]]:

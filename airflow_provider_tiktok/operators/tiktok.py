@@ -16,6 +16,7 @@ the first attempt, then they are counted as errored. Clearing a finished sync st
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import replace
@@ -52,7 +53,7 @@ from airflow_provider_tiktok.sync.results import MIRROR, RejectsTable, ResultsTa
 from airflow_provider_tiktok.sync.retry_window import DEFAULT_RETRY_WINDOW
 from airflow_provider_tiktok.sync.staging import Preparation, Source
 from airflow_provider_tiktok.sync.timing import PhaseClock
-from airflow_provider_tiktok.sync.upload import check_upload_method, uploader_for
+from airflow_provider_tiktok.sync.upload import Uploader, check_upload_method, uploader_for
 from airflow_provider_tiktok.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -65,7 +66,12 @@ class SyncAudienceOperator(BaseOperator):
 
     :param tiktok_conn_id: ``tiktok`` connection (token; default advertiser in its extras).
     :param advertiser_id: ad account; defaults to the connection's ``advertiser_id``.
-    :param audience_id: sync into this existing audience, or
+    :param advertiser_ids: instead of ``advertiser_id``, several ad accounts (templated; a list, or a string of
+        comma-separated ids); the first is the primary. ``segment``: each account gets an audience named
+        ``audience_name`` (found or created) and every request carries all of them, so more accounts cost no
+        more requests. ``file``: the primary's audience is shared with the others (same Business Center).
+        The results row names every account. See the README, "Several ad accounts".
+    :param audience_id: sync into this existing audience (one ad account only), or
     :param audience_name: find the audience by exact name (created if missing and allowed).
     :param create_audience_if_missing: create ``audience_name`` when it does not exist.
     :param action: ``add`` users to the audience, ``remove`` them, or ``mirror``: after the run the members
@@ -111,6 +117,7 @@ class SyncAudienceOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "tiktok_conn_id",
         "advertiser_id",
+        "advertiser_ids",
         "audience_id",
         "audience_name",
         "sql",
@@ -130,6 +137,7 @@ class SyncAudienceOperator(BaseOperator):
         *,
         tiktok_conn_id: str = TikTokHook.default_conn_name,
         advertiser_id: str | None = None,
+        advertiser_ids: Sequence[str] | str | None = None,
         audience_id: str | None = None,
         audience_name: str | None = None,
         create_audience_if_missing: bool = True,
@@ -173,6 +181,7 @@ class SyncAudienceOperator(BaseOperator):
         super().__init__(**kwargs)
         self.tiktok_conn_id = tiktok_conn_id
         self.advertiser_id = advertiser_id
+        self.advertiser_ids = advertiser_ids
         self.audience_id = audience_id
         self.audience_name = audience_name
         self.create_audience_if_missing = create_audience_if_missing
@@ -233,6 +242,7 @@ class SyncAudienceOperator(BaseOperator):
             raise TikTokConfigurationError(f"action must be 'add', 'remove' or 'mirror', not {self.action!r}.")
         if not self.audience_id and not self.audience_name:
             raise TikTokConfigurationError("Name the audience: set audience_id or audience_name.")
+        self._check_accounts()
         if self.audience_name:
             check_audience_name(self.audience_name)
         if (self.sql is None) == (self.source is None):
@@ -260,6 +270,35 @@ class SyncAudienceOperator(BaseOperator):
             options, self.batch_size, self.prepare_workers, mirror=mirror, entered_at_column=self.entered_at_column
         )
 
+    def _listed_accounts(self) -> list[str] | None:
+        """``advertiser_ids`` as rendered (a list, or a JSON list or comma-separated ids in a string); None if unset."""
+        value = self.advertiser_ids
+        if value is None:
+            return None
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                value = json.loads(text) if text.startswith("[") else text.split(",")
+            except json.JSONDecodeError:
+                raise TikTokConfigurationError(f"advertiser_ids is not a list of ids: {text!r}.") from None
+        return [str(item).strip() for item in value if str(item).strip()]
+
+    def _check_accounts(self) -> None:
+        accounts = self._listed_accounts()
+        if accounts is None:
+            return
+        if self.advertiser_id:
+            raise TikTokConfigurationError("Set advertiser_id or advertiser_ids, not both.")
+        if not accounts:
+            raise TikTokConfigurationError("advertiser_ids is empty: name at least one ad account.")
+        if len(set(accounts)) != len(accounts):
+            raise TikTokConfigurationError(f"advertiser_ids names an ad account twice: {accounts}.")
+        if len(accounts) > 1 and self.audience_id:
+            raise TikTokConfigurationError(
+                "audience_id names one ad account's audience; with several advertiser_ids set audience_name "
+                "(each account's audience of that name is found or created)."
+            )
+
     def _sync(self, context: Context, hook: TikTokHook, preparation: Preparation, clock: PhaseClock) -> dict[str, Any]:
         ti = context["ti"]
         warehouse = Warehouse(self.warehouse_conn_id)  # type: ignore[arg-type]
@@ -279,7 +318,7 @@ class SyncAudienceOperator(BaseOperator):
         if record is not None:
             # Launch checks passed at the first attempt; during an outage they would only burn this one.
             self.log.info("Resuming: users were staged at the first attempt; sending only unacknowledged batches.")
-            uploader = uploader_for(self.upload_method, hook, record.advertiser_id, preparation.options.id_schema)
+            uploader = self._uploader(hook, record, preparation)
             attempt = UploadAttempt(
                 hook, uploader, ledger, results, record, preparation, clock, self._limits, self.log.info
             )
@@ -289,21 +328,23 @@ class SyncAudienceOperator(BaseOperator):
             rejects.ensure()
             rejects.forget()
             preparation = replace(preparation, rejects=rejects.append)
-        advertiser_id = hook.advertiser_id(self.advertiser_id)
-        record = SyncRecord.new(advertiser_id, self.audience_id, self.audience_name, self.action)
+        advertiser_id, *others = self._listed_accounts() or [hook.advertiser_id(self.advertiser_id)]
+        record = SyncRecord.new(advertiser_id, self.audience_id, self.audience_name, self.action, others)
+        uploader = self._uploader(hook, record, preparation)
         results.open_row(ledger.key, record)  # a table refusing our row stops the sync before any call
         with results.failed_if_raises(ledger.key, record):
-            hook.check_access(advertiser_id)
+            hook.check_access(record.advertiser_ids)
             needs = (self.entered_at_column,) if self.entered_at_column else ()
             source = Source(self.sql, self.parameters, self.source, self.chunk_size, needs)
             with clock.phase("read"):
                 frames = source.chunks(warehouse, preparation.options)
             clock.chunk_read()
             self._find_audience(hook, record)
+            if record.audience_id is not None and not self.dry_run:
+                # Staging creates audiences only when the primary's is missing: the others' are settled now.
+                uploader.reach_other_accounts(str(record.audience_name), record.audience_id)
         if self.dry_run:
             return self._dry_run(results, ledger.key, record, preparation.count_only(frames, record, warehouse))
-
-        uploader = uploader_for(self.upload_method, hook, advertiser_id, preparation.options.id_schema)
 
         def create_audience(first_batch: UserBatch) -> str:
             return uploader.create_audience(str(record.audience_name), first_batch)
@@ -313,6 +354,11 @@ class SyncAudienceOperator(BaseOperator):
             hook, uploader, ledger, results, record, preparation, clock, self._limits, self.log.info
         )
         return self._upload_and_report(context, attempt, batches)
+
+    def _uploader(self, hook: TikTokHook, record: SyncRecord, preparation: Preparation) -> Uploader:
+        """The chosen path's uploader; it fills in the record's other accounts' audiences."""
+        id_schema = preparation.options.id_schema
+        return uploader_for(self.upload_method, hook, record.advertiser_id, id_schema, record.other_audiences)
 
     @property
     def _limits(self) -> AttemptLimits:
@@ -325,9 +371,22 @@ class SyncAudienceOperator(BaseOperator):
             record.audience_id, record.audience_name = str(found["audience_id"]), found.get("name")
         elif self.audience_id:
             raise TikTokConfigurationError(f"Audience {self.audience_id} was not found for {record.advertiser_id}.")
-        elif self.action == "remove" or not self.create_audience_if_missing:
+        else:
+            self._may_create(record.advertiser_id)
+        if self.upload_method != "segment":
+            return  # the other accounts share the primary's audience
+        for advertiser in record.other_audiences:
+            found = hook.find_audience(advertiser, audience_name=self.audience_name)
+            if found is not None:
+                record.other_audiences[advertiser] = str(found["audience_id"])
+            else:
+                self._may_create(advertiser)
+
+    def _may_create(self, advertiser_id: str) -> None:
+        """Refuse, before anything is sent, an audience that is missing and may not be created."""
+        if self.action == "remove" or not self.create_audience_if_missing:
             raise TikTokConfigurationError(
-                f"Audience {self.audience_name!r} does not exist for advertiser {record.advertiser_id} "
+                f"Audience {self.audience_name!r} does not exist for advertiser {advertiser_id} "
                 f"({'nothing to remove from' if self.action == 'remove' else 'create_audience_if_missing is off'})."
             )
 
@@ -340,7 +399,13 @@ class SyncAudienceOperator(BaseOperator):
         outcome = attempt.run(batches)
         record = self._synced = attempt.record
         context["ti"].xcom_push(
-            key=AUDIENCE_XCOM_KEY, value={"advertiser_id": record.advertiser_id, "audience_id": record.audience_id}
+            key=AUDIENCE_XCOM_KEY,
+            value={
+                "advertiser_id": record.advertiser_id,
+                "audience_id": record.audience_id,
+                "advertiser_ids": record.advertiser_ids,
+                "audience_ids": record.audience_ids,
+            },
         )
         self.log.info("Sync metrics: %s", summary(outcome.metrics))
         if outcome.failure:
@@ -357,12 +422,17 @@ class SyncAudienceOperator(BaseOperator):
         return result
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """OpenLineage: the tables the query reads -> ``tiktok://<advertiser>`` ``audiences/<id>``."""
+        """OpenLineage: the tables the query reads -> ``tiktok://<advertiser>`` ``audiences/<id>`` per ad account."""
         record: SyncRecord | None = getattr(self, "_synced", None)
         if record is None:
             return None
         return sync_lineage(
-            self.sql, self.warehouse_conn_id, record.advertiser_id, record.audience_id, record.audience_name
+            self.sql,
+            self.warehouse_conn_id,
+            record.advertiser_id,
+            record.audience_id,
+            record.audience_name,
+            record.other_audiences,
         )
 
     def _dry_run(

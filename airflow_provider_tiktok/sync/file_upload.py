@@ -21,7 +21,7 @@ batch errors with TikTok's message): such an audience is better deleted or repla
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import pyarrow.compute as pc
@@ -85,12 +85,21 @@ class FileUploader:
     :param hook: the task's hook (its retries, rate gate and counters apply to every call).
     :param advertiser_id: the ad account owning the audience.
     :param id_schema: the sync's id types; see ``calculate_type_for``.
+    :param others: other ad accounts (same Business Center) -> the audience shared with them, None until
+        shared; filled in place. A customer-file audience belongs to one account, so the others get it by sharing.
     """
 
-    def __init__(self, hook: TikTokHook, advertiser_id: str, id_schema: Sequence[str]) -> None:
+    def __init__(
+        self,
+        hook: TikTokHook,
+        advertiser_id: str,
+        id_schema: Sequence[str],
+        others: MutableMapping[str, str | None] | None = None,
+    ) -> None:
         self.hook = hook
         self.advertiser_id = advertiser_id
         self.calculate_type = calculate_type_for(id_schema)
+        self.others = {} if others is None else others
         self._created_from: tuple[str, int] | None = None  # (audience id, batch number) a creation consumed
         self._lock = threading.Lock()
 
@@ -131,4 +140,13 @@ class FileUploader:
         if created == [audience_id]:
             with self._lock:
                 self._created_from = (audience_id, first_batch.number)
+        self.reach_other_accounts(name, audience_id)
         return audience_id
+
+    def reach_other_accounts(self, name: str, audience_id: str) -> None:
+        """Share the audience with each other account not yet sharing it: one call, and sharing again is
+        harmless (TikTok keeps one share per account), so a retry that repeats it changes nothing."""
+        targets = [advertiser for advertiser, shared in self.others.items() if shared != audience_id]
+        if targets:
+            self.hook.share_audiences(self.advertiser_id, [audience_id], targets)
+            self.others.update(dict.fromkeys(targets, audience_id))

@@ -109,6 +109,9 @@ class SyncRecord:
     audience_id: str | None
     audience_name: str | None
     action: str
+    # Several ad accounts: each other account's audience id (None until found, created or shared), by
+    # advertiser. Resolved before the first batch and kept in the ledger, so every attempt sends to the same ones.
+    other_audiences: dict[str, str | None] = field(default_factory=dict)
     entered: int = 0
     not_synced: dict[str, int] = field(default_factory=dict)
     invalid_by_field: dict[str, int] = field(default_factory=dict)
@@ -128,8 +131,26 @@ class SyncRecord:
     lag_max_seconds: float | None = None
 
     @classmethod
-    def new(cls, advertiser_id: str, audience_id: str | None, audience_name: str | None, action: str) -> SyncRecord:
-        return cls(Status.STAGING, time.time(), advertiser_id, audience_id, audience_name, action)
+    def new(
+        cls,
+        advertiser_id: str,
+        audience_id: str | None,
+        audience_name: str | None,
+        action: str,
+        other_advertisers: Iterable[str] = (),
+    ) -> SyncRecord:
+        others = dict.fromkeys(other_advertisers)
+        return cls(Status.STAGING, time.time(), advertiser_id, audience_id, audience_name, action, others)
+
+    @property
+    def advertiser_ids(self) -> list[str]:
+        """Every ad account of the sync, the primary (``advertiser_id``) first."""
+        return [self.advertiser_id, *self.other_audiences]
+
+    @property
+    def audience_ids(self) -> dict[str, str | None]:
+        """Each ad account's audience id, the primary's first."""
+        return {self.advertiser_id: self.audience_id, **self.other_audiences}
 
     def count_prepared(self, counts: PreparationCounts) -> None:
         """Freeze what preparing the source found: who entered, who cannot be sent and why."""

@@ -61,6 +61,8 @@ RESULTS = TableSpec(
         **{f"{phase}_seconds": "DOUBLE PRECISION" for phase in PHASES},
         "first_attempt_at": "TEXT",
         "updated_at": "TEXT",
+        "advertiser_ids": "TEXT",  # every ad account, comma-separated, the primary (advertiser_id) first
+        "audience_ids": "TEXT",  # JSON {advertiser: audience id}
     },
     KEY_COLUMNS,
 )
@@ -137,6 +139,8 @@ def xcom_value(metrics: SyncMetrics, record: SyncRecord) -> dict[str, Any]:
         "audience_id": record.audience_id,
         "audience_name": record.audience_name,
         "advertiser_id": record.advertiser_id,
+        "advertiser_ids": record.advertiser_ids,
+        "audience_ids": record.audience_ids,
     }
 
 
@@ -208,6 +212,8 @@ def result_row(key: SyncKey, record: SyncRecord, metrics: SyncMetrics, status: S
         lag_max_seconds=metrics.lag_max_seconds,
         first_attempt_at=_iso(record.first_attempt_at),
         updated_at=_iso(datetime.now(tz=timezone.utc).timestamp()),
+        advertiser_ids=",".join(record.advertiser_ids),
+        audience_ids=record.audience_ids,
     )
     row.update({f"{phase}_seconds": round(seconds, 3) for phase, seconds in metrics.phase_seconds.items()})
     return row

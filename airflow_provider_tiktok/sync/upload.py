@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -28,31 +28,61 @@ if TYPE_CHECKING:
 
 
 class Uploader(Protocol):
-    """How a batch reaches TikTok: the Segment API (``SegmentUploader``) or customer files (``FileUploader``)."""
+    """How a batch reaches TikTok: the Segment API (``SegmentUploader``) or customer files (``FileUploader``).
+
+    Both serve the sync's other ad accounts (``others``: advertiser -> audience id, the sync record's own
+    dict, filled in place): ``reach_other_accounts`` gives each its audience once the primary's exists, and
+    ``create_audience`` does so right after creating it.
+    """
 
     def send(self, batch: UserBatch, audience_id: str, action: Literal["add", "remove"]) -> None: ...
 
     def create_audience(self, name: str, first_batch: UserBatch) -> str: ...
 
+    def reach_other_accounts(self, name: str, audience_id: str) -> None: ...
+
 
 class SegmentUploader:
-    """The Segment API path: one ``segment/mapping`` request per batch, into an audience created empty."""
+    """The Segment API path: one ``segment/mapping`` request per batch, into audiences created empty.
 
-    def __init__(self, hook: TikTokHook, advertiser_id: str) -> None:
-        self.hook, self.advertiser_id = hook, advertiser_id
+    With several ad accounts each account has an audience of its own (found or created by name), and every
+    request names all the accounts and gives each user all their audiences: more accounts, no more requests.
+    """
+
+    def __init__(self, hook: TikTokHook, advertiser_id: str, others: MutableMapping[str, str | None]) -> None:
+        self.hook, self.advertiser_id, self.others = hook, advertiser_id, others
 
     def send(self, batch: UserBatch, audience_id: str, action: Literal["add", "remove"]) -> None:
-        self.hook.map_batch(action, self.advertiser_id, [audience_id], batch)
+        audience_ids = list(dict.fromkeys([audience_id, *map(str, self.others.values())]))
+        self.hook.map_batch(action, [self.advertiser_id, *self.others], audience_ids, batch)
 
     def create_audience(self, name: str, first_batch: UserBatch) -> str:
-        return self.hook.create_audience_once(self.advertiser_id, name)
+        audience_id = self.hook.create_audience_once(self.advertiser_id, name)
+        self.reach_other_accounts(name, audience_id)
+        return audience_id
+
+    def reach_other_accounts(self, name: str, audience_id: str) -> None:
+        """Find or create ``name`` in each other account still without its audience."""
+        for advertiser, known in self.others.items():
+            if known is None:
+                self.others[advertiser] = self.hook.create_audience_once(advertiser, name)
 
 
 UPLOAD_METHODS = ("segment", "file")
 
 
-def uploader_for(method: str, hook: TikTokHook, advertiser_id: str, id_schema: Sequence[str]) -> Uploader:
-    return FileUploader(hook, advertiser_id, id_schema) if method == "file" else SegmentUploader(hook, advertiser_id)
+def uploader_for(
+    method: str,
+    hook: TikTokHook,
+    advertiser_id: str,
+    id_schema: Sequence[str],
+    others: MutableMapping[str, str | None] | None = None,
+) -> Uploader:
+    """The chosen path's uploader for the primary ``advertiser_id``; ``others`` as ``Uploader`` says."""
+    others = {} if others is None else others
+    if method == "file":
+        return FileUploader(hook, advertiser_id, id_schema, others)
+    return SegmentUploader(hook, advertiser_id, others)
 
 
 def check_upload_method(method: str, id_schema: Sequence[str], batch_size: int) -> None:

@@ -269,3 +269,20 @@ def test_port_in_use_gives_a_clear_error(sandbox, tmp_path):
         timeout=60,
     )
     assert done.returncode == 2 and "already in use" in done.stderr
+
+
+def test_one_mapping_reaches_the_audiences_of_every_listed_advertiser_and_no_other(start_sandbox):
+    sandbox = start_sandbox(advertiser_ids=["111", "222"], valid_after_seconds=0)
+    api = Api(sandbox)
+    mine, theirs = (api.create(advertiser=a)["data"]["audience_id"] for a in ("111", "222"))
+    rows = [[{"id": sha("a"), "audience_ids": [mine, theirs]}], [{"id": sha("b"), "audience_ids": [mine, theirs]}]]
+
+    def mapping(advertisers: list[str]) -> dict:
+        body = {"advertiser_ids": advertisers, "action": "add", "id_schema": ["EMAIL_SHA256"], "batch_data": rows}
+        return api.call("POST", "segment/mapping/", json=body)
+
+    assert mapping(["111"])["code"] == 40002  # 222's audience, but 222 is not listed
+    assert mapping(["111", "222", "333"])["code"] == 40001  # the token may not act for 333
+    assert sandbox.members(mine) == [] and sandbox.members(theirs) == []  # refused requests change nothing
+    assert mapping(["111", "222"])["code"] == 0
+    assert sandbox.members(mine) == sandbox.members(theirs) == sorted([sha("a"), sha("b")])

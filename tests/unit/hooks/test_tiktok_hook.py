@@ -13,6 +13,7 @@ from airflow.sdk._shared.secrets_masker import redact
 
 from airflow_provider_tiktok.audience.batching import UserBatch
 from airflow_provider_tiktok.exceptions import (
+    TikTokAudienceDeletedError,
     TikTokBadRequestError,
     TikTokConfigurationError,
     TikTokPermissionError,
@@ -334,3 +335,51 @@ def test_a_duplicate_whose_delete_answer_was_lost_is_not_an_error(hook, requests
         "delete",
         "delete",
     ]
+
+
+# --- several ad accounts in one request --------------------------------------------------------
+
+
+def test_one_mapping_request_names_every_account_and_gives_each_user_every_audience(hook, requests_mock):
+    requests_mock.post(BASE + "segment/mapping/", json=envelope())
+    batch = UserBatch(1, ("EMAIL_SHA256", "PHONE_SHA256"), (pa.array(["a" * 64, None]), pa.array(["b" * 64] * 2)))
+    hook.map_batch("add", ["7001", "7002"], ["9", "8"], batch)
+    assert requests_mock.call_count == 1
+    assert requests_mock.last_request.json() == {
+        "advertiser_ids": ["7001", "7002"],
+        "action": "add",
+        "id_schema": ["EMAIL_SHA256", "PHONE_SHA256"],
+        "batch_data": [
+            [{"id": "a" * 64, "audience_ids": ["9", "8"]}, {"id": "b" * 64, "audience_ids": ["9", "8"]}],
+            [{}, {"id": "b" * 64, "audience_ids": ["9", "8"]}],
+        ],
+    }
+
+
+def test_a_vanished_audience_of_the_second_account_is_named_as_deleted(hook, requests_mock):
+    requests_mock.post(BASE + "segment/mapping/", json=envelope(code=40002, message="Audience 8 does not belong"))
+
+    def details(request, _):
+        known = {("7001", "9")}  # the first account's audience is still there; the second's is gone
+        advertiser, [audience] = request.qs["advertiser_id"][0], json.loads(request.qs["custom_audience_ids"][0])
+        if (advertiser, audience) in known:
+            return envelope({"list": [{"audience_details": {"audience_id": audience}}]})
+        return envelope(code=40002, message="not found")
+
+    requests_mock.get(BASE + "dmp/custom_audience/get/", json=details)
+    batch = UserBatch(1, ("EMAIL_SHA256",), (pa.array(["a" * 64]),))
+    with pytest.raises(TikTokAudienceDeletedError, match="audience 8 no longer exists") as caught:
+        hook.map_batch("add", ["7001", "7002"], ["9", "8"], batch)
+    assert caught.value.fatal
+
+
+def test_access_is_checked_for_every_account_with_one_listing(hook, requests_mock):
+    requests_mock.get(BASE + "user/info/", json=envelope())
+    listing = requests_mock.get(
+        BASE + "oauth2/advertiser/get/",
+        json=envelope({"list": [{"advertiser_id": "7001"}, {"advertiser_id": "7002"}]}),
+    )
+    hook.check_access(["7001", "7002"])
+    assert listing.call_count == 1
+    with pytest.raises(TikTokPermissionError, match="advertiser 7003 is not authorised"):
+        hook.check_access(["7001", "7003"])

@@ -38,11 +38,36 @@ def operator(**overrides) -> SyncAudienceOperator:
         ({"prepare_workers": 0}, "prepare_workers must be at least 1"),
         ({"batch_size": 20_000}, "between 1 and 10000"),
         ({"match_fields": {"fax": "fax"}}, "unknown field"),
+        ({"advertiser_id": "7001", "advertiser_ids": ["7002"]}, "advertiser_id or advertiser_ids, not both"),
+        ({"advertiser_ids": []}, "advertiser_ids is empty"),
+        ({"advertiser_ids": "7001, 7001"}, "names an ad account twice"),
+        ({"advertiser_ids": "[7001,"}, "advertiser_ids is not a list of ids"),
+        ({"advertiser_ids": ["7001", "7002"], "audience_id": "55"}, "audience_id names one ad account's audience"),
     ],
 )
 def test_settings_are_refused_with_one_clear_message(overrides, message):
     with pytest.raises(TikTokConfigurationError, match=message):
         operator(**overrides)._validate_settings()
+
+
+@pytest.mark.parametrize(
+    ("rendered", "accounts"),
+    [
+        (["7001", 7002], ["7001", "7002"]),
+        ("7001, 7002", ["7001", "7002"]),  # a template's output
+        ('["7001", "7002"]', ["7001", "7002"]),
+        (None, None),  # advertiser_id (or the connection's) then
+    ],
+)
+def test_advertiser_ids_are_templated_and_read_from_a_list_or_a_string(rendered, accounts):
+    assert "advertiser_ids" in SyncAudienceOperator.template_fields
+    sync = operator(advertiser_ids=rendered)
+    sync._validate_settings()
+    assert sync._listed_accounts() == accounts
+
+
+def test_one_account_in_a_list_may_name_its_audience_by_id():
+    operator(advertiser_ids=["7001"], audience_id="55", audience_name=None)._validate_settings()
 
 
 def test_dataframe_source_is_read_in_order_and_checked_for_columns():
