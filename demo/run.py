@@ -25,14 +25,13 @@ from pathlib import Path
 from airflow_provider_tiktok.sandbox.__main__ import port_is_free
 from airflow_provider_tiktok.sandbox.process import SandboxProcess
 from demo.seed import seed
-from demo.ui import ui_is_running
+from demo.ui import OWNER, PARTNER, demo_emulator, ui_is_running
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 DAG_ID = "tiktok_canvas_audience_sync"
 LOOKALIKE_DAG_ID = "tiktok_vip_lookalike"
-OWNER, PARTNER = "7000000000001", "7000000000002"  # PARTNER: the lookalike DAG's default second ad account
 
 
 def latest_interval_end(now: datetime | None = None) -> datetime:
@@ -190,14 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"3/6 starting the TikTok emulator on 127.0.0.1:{args.port}, ad accounts {OWNER} and {PARTNER} ...", flush=True
     )
-    one_business_center = [f"{OWNER},{PARTNER}"]  # so the lookalike can be shared with PARTNER
-    emulator = SandboxProcess(
-        WORK / "sandbox.db",
-        port=args.port,
-        advertiser_ids=[OWNER, PARTNER],
-        business_center=one_business_center,
-        valid_after_seconds=5,
-    )
+    emulator = demo_emulator(WORK, args.port)
     with emulator as sandbox:
         airflow(env, "connections", "add", "tiktok_default", "--conn-json", sandbox.connection_json())
         env["AIRFLOW_CONN_TIKTOK_DEFAULT"] = sandbox.connection_json()

@@ -29,6 +29,7 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 LOGIN = ("admin", "admin")
 RESULTS_SOURCES = "tiktok_warehouse:tiktok_audience_sync_results"
 COMPONENTS = ("scheduler", "dag-processor", "triggerer")
+OWNER, PARTNER = "7000000000001", "7000000000002"  # PARTNER: the lookalike DAG's default second ad account
 PLUGIN_SHIM = '''"""Loads the TikTok UI plugin when the installed package does not register it by entry point."""
 
 from importlib.metadata import entry_points
@@ -36,6 +37,18 @@ from importlib.metadata import entry_points
 if not any(ep.value.startswith("airflow_provider_tiktok.plugins") for ep in entry_points(group="airflow.plugins")):
     from airflow_provider_tiktok.plugins import TikTokAudiencesPlugin  # noqa: F401
 '''
+
+
+def demo_emulator(work: Path, port: int) -> SandboxProcess:
+    """The emulator of ``make demo`` and ``make ui`` alike: two ad accounts of one Business Center, so the
+    lookalike DAG can share with the second, whichever of the two runs it."""
+    return SandboxProcess(
+        work / "sandbox.db",
+        port=port,
+        advertiser_ids=[OWNER, PARTNER],
+        business_center=[f"{OWNER},{PARTNER}"],
+        valid_after_seconds=5,
+    )
 
 
 def prepare_home(home: Path, login: tuple[str, str] = LOGIN) -> None:
@@ -105,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     processes: list[subprocess.Popen] = []
     try:
         with (
-            SandboxProcess(WORK / "sandbox.db", port=args.emulator_port, valid_after_seconds=5),
+            demo_emulator(WORK, args.emulator_port),
             open(WORK / "ui.log", "w") as log,
         ):
             api = [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(args.port)]
