@@ -180,6 +180,19 @@ class Warehouse:
             cursor.execute(sql, parameters)
             return list(cursor.fetchall())
 
+    def query_table(self, sql: str, parameters: tuple, schema: pa.Schema, rows_per_fetch: int = 100_000) -> pa.Table:
+        """A query's rows as an Arrow table of ``schema``, converted a slice at a time: a million rows never
+        live as Python tuples at once (the garbage collector would rescan them all, over and over)."""
+        batches = []
+        with self._connection() as conn, closing(conn.cursor()) as cursor:
+            cursor.execute(sql, parameters)
+            while rows := cursor.fetchmany(rows_per_fetch):
+                columns = zip(*rows, strict=True)
+                batches.append(
+                    pa.record_batch([pa.array(c, type=t) for c, t in zip(columns, schema.types, strict=True)], schema)
+                )
+        return pa.Table.from_batches(batches, schema)
+
     def execute(self, *statements: tuple[str, tuple]) -> None:
         """Run statements in one transaction."""
         with self._connection() as conn:

@@ -20,10 +20,9 @@ per chunk, in ``PreparedUsers.rejects`` (``REJECTS_SCHEMA``: ``user_key``, ``rea
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -248,11 +247,11 @@ def identity_keys(digests: list[pa.Array], algorithms: list[str]) -> np.ndarray:
     """A 64-bit key per row from its digests, read straight from Arrow's buffers.
 
     The first 16 hex characters of a digest carry 64 random bits; as ASCII they are two uint64
-    words, mixed multiplicatively. A missing digest contributes its column position instead.
+    words, mixed multiplicatively.
     """
     rows = len(digests[0]) if digests else 0
-    keys = np.zeros(rows, dtype=np.uint64)
-    for position, (column, algorithm) in enumerate(zip(digests, algorithms, strict=True), start=1):
+    column_keys = []
+    for column, algorithm in zip(digests, algorithms, strict=True):
         width = DIGEST_LENGTH[algorithm]
         filled = column.fill_null("0" * width)
         offsets = np.frombuffer(filled.buffers()[1], dtype=np.int32)[filled.offset : filled.offset + rows + 1]
@@ -260,8 +259,18 @@ def identity_keys(digests: list[pa.Array], algorithms: list[str]) -> np.ndarray:
         chars = np.frombuffer(filled.buffers()[2], dtype=np.uint8)[start : start + rows * width]
         words = np.ascontiguousarray(chars.reshape(rows, width)[:, :16]).view(np.uint64)
         with np.errstate(over="ignore"):
-            column_key = (words[:, 0] ^ (words[:, 1] * _MIX)) * _MIX
-            column_key[~column.is_valid().to_numpy(zero_copy_only=False)] = np.uint64(position)
+            column_keys.append((words[:, 0] ^ (words[:, 1] * _MIX), column.is_valid()))
+    return mix_identity(column_keys, rows)
+
+
+def mix_identity(column_keys: Iterable[tuple[np.ndarray, pa.Array]], rows: int) -> np.ndarray:
+    """Fold per-column 64-bit keys (with each column's validity) into one key per row; a missing
+    identifier contributes its column position instead, so (a, null) and (null, a) differ."""
+    keys = np.zeros(rows, dtype=np.uint64)
+    for position, (words, valid) in enumerate(column_keys, start=1):
+        with np.errstate(over="ignore"):
+            column_key = words * _MIX
+            column_key[~valid.to_numpy(zero_copy_only=False)] = np.uint64(position)
             keys = (keys ^ column_key) * _MIX + np.uint64(position)
     return keys
 
@@ -333,11 +342,12 @@ def map_chunks(frames: Iterable[pd.DataFrame], options: PrepareOptions, workers:
 def _bounded_ordered_map(
     pool: Executor, frames: Iterable[pd.DataFrame], options: PrepareOptions, in_flight: int
 ) -> Iterator[ChunkResult]:
-    # Executor.map would submit every chunk at once and hold the whole input in memory.
-    frames = iter(frames)
-    pending = deque(pool.submit(prepare_chunk, f, options) for f in itertools.islice(frames, in_flight))
+    # Executor.map would submit every chunk at once and hold the whole input in memory. A result leaves as
+    # soon as it is ready, not once ``in_flight`` chunks have been read: the first batch goes out early.
+    pending: deque[Future[ChunkResult]] = deque()
+    for frame in frames:
+        pending.append(pool.submit(prepare_chunk, frame, options))
+        while pending and (pending[0].done() or len(pending) >= in_flight):
+            yield pending.popleft().result()
     while pending:
-        result = pending.popleft().result()
-        for frame in itertools.islice(frames, 1):
-            pending.append(pool.submit(prepare_chunk, frame, options))
-        yield result
+        yield pending.popleft().result()

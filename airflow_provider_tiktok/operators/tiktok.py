@@ -52,7 +52,7 @@ from airflow_provider_tiktok.sync.ratelimit import TIKTOK_MAX_QPS
 from airflow_provider_tiktok.sync.results import MIRROR, RejectsTable, ResultsTable, metrics_of, summary, xcom_value
 from airflow_provider_tiktok.sync.retry_window import DEFAULT_RETRY_WINDOW
 from airflow_provider_tiktok.sync.staging import Preparation, Source
-from airflow_provider_tiktok.sync.timing import PhaseClock
+from airflow_provider_tiktok.sync.timing import PhaseClock, long_lived_objects_frozen
 from airflow_provider_tiktok.sync.upload import Uploader, check_upload_method, uploader_for
 from airflow_provider_tiktok.warehouse import Warehouse
 
@@ -104,7 +104,8 @@ class SyncAudienceOperator(BaseOperator):
     :param request_retry_seconds: longest time one request keeps retrying before its batch waits for the next attempt.
     :param concurrency: requests in flight at once.
     :param chunk_size: source rows per chunk.
-    :param prepare_workers: chunks normalised and hashed at once (threads).
+    :param prepare_workers: chunks normalised and hashed at once, on threads (their kernels release the GIL), while
+        the next chunk is read.
     :param default_phone_country: ISO country for national phone numbers.
     :param phone_country_column: source column with each user's ISO country (falls back to the default).
     :param entered_at_column: source column with when each user entered the step; the results row then
@@ -166,7 +167,7 @@ class SyncAudienceOperator(BaseOperator):
         request_retry_seconds: float = 300.0,
         concurrency: int = 8,
         chunk_size: int = 50_000,
-        prepare_workers: int = 1,
+        prepare_workers: int = 2,
         default_phone_country: str | None = None,
         phone_country_column: str | None = None,
         entered_at_column: str | None = None,
@@ -226,7 +227,7 @@ class SyncAudienceOperator(BaseOperator):
                 request_retry_seconds=self.request_retry_seconds,
                 pool_maxsize=max(32, self.concurrency),
             )
-            with closing(hook):
+            with closing(hook), long_lived_objects_frozen():
                 hook.share_rate_budget(self.max_qps)
                 return self._sync(context, hook, preparation, clock)
         except TikTokConfigurationError as err:

@@ -106,7 +106,7 @@ class Preparation:
             current = current_members(prepared, fields)
         with clock.phase("plan"):
             snapshot = self.mirror.snapshot(warehouse, record.advertiser_id, record.audience_id)
-            plan = plan_mirror(current, snapshot.load(fields), fields)
+            plan = plan_mirror(current, snapshot.fingerprints(), fields, lambda keys: snapshot.digests_of(keys, fields))
         log.info("%s", plan.describe().capitalize())
         record.unchanged = plan.unchanged
         self.mirror.check(plan)

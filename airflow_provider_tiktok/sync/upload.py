@@ -9,7 +9,6 @@ discards the outcomes of the others in flight.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
@@ -180,17 +179,25 @@ def upload_batches(
             if progress is not None and outcome.status is Status.ACKNOWLEDGED:
                 progress.add(outcome.users)
 
+    exhausted = False
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tiktok-upload") as pool:
         while not stop.is_set():
             if start_deadline is not None and time.monotonic() >= start_deadline:
                 result.stopped_early = True
                 break
-            # Keep at most two batches per thread in memory: staging can be far larger than RAM.
-            room = 2 * concurrency - len(pending)
-            fresh = list(itertools.islice(source, room))
-            if not fresh and not pending:
+            # Each batch leaves as soon as it arrives (staging may still be producing the next); at most
+            # two batches per thread are held in memory, since staging can be far larger than RAM.
+            if not exhausted and len(pending) < 2 * concurrency:
+                batch = next(source, None)
+                exhausted = batch is None
+                if batch is not None:
+                    pending.add(pool.submit(run, batch))
+                finished = {future for future in pending if future.done()}
+                pending -= finished
+                collect(finished)
+                continue
+            if not pending:
                 break
-            pending.update(pool.submit(run, batch) for batch in fresh)
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             collect(done)
         done, _ = wait(pending)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pyarrow as pa
@@ -107,3 +108,20 @@ def test_batches_waiting_for_a_thread_are_not_sent_after_a_fatal_answer():
 
     result = upload_batches(batches(20), send, concurrency=1, on_outcome=lambda outcome, _batch: None)
     assert result.fatal is not None and sent == [1]
+
+
+def test_each_batch_leaves_as_soon_as_staging_hands_it_over():
+    """The first request does not wait for the source to produce a window's worth of batches."""
+    sent, released = threading.Event(), threading.Event()
+
+    def slow_source():
+        yield from batches(1)
+        assert sent.wait(5), "batch 1 was held back until more batches came"
+        released.set()
+        yield from batches(2)[1:]
+
+    outcomes = []
+    upload_batches(
+        slow_source(), lambda b: sent.set(), concurrency=16, on_outcome=lambda outcome, _b: outcomes.append(outcome)
+    )
+    assert released.is_set() and sorted(o.number for o in outcomes) == [1, 2]
