@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import pyarrow as pa
 import pytest
 
 from airflow_provider_tiktok.audience.batching import UserBatch
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError
-from airflow_provider_tiktok.hooks.tiktok import TikTokHook
 from airflow_provider_tiktok.sync.file_upload import FileUploader, calculate_type_for, file_content
+from tests.unit.sync.conftest import BASE, quick_retry_hook
 
-BASE = "https://api.example.test/open_api/v1.3/"
 ADVERTISER = "7001"
 
 
@@ -31,11 +29,7 @@ def md5(text: str) -> str:
 
 @pytest.fixture
 def hook(monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_TIKTOK_TEST",
-        json.dumps({"conn_type": "tiktok", "host": BASE, "password": "tok", "extra": {"advertiser_id": ADVERTISER}}),
-    )
-    return TikTokHook("tiktok_test", request_retry_min_wait=0.001, request_retry_max_wait=0.002, request_retry_limit=3)
+    return quick_retry_hook(monkeypatch, ADVERTISER)
 
 
 @pytest.fixture

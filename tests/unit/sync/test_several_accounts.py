@@ -11,14 +11,13 @@ import pyarrow as pa
 import pytest
 
 from airflow_provider_tiktok.audience.batching import UserBatch
-from airflow_provider_tiktok.hooks.tiktok import TikTokHook
 from airflow_provider_tiktok.lineage import announce_refresh, audience_asset_uri, sync_lineage
 from airflow_provider_tiktok.sync.ledger import BatchTotals, Ledger, Status, SyncKey, SyncRecord
 from airflow_provider_tiktok.sync.results import ResultsTable, metrics_of, xcom_value
 from airflow_provider_tiktok.sync.upload import uploader_for
 from airflow_provider_tiktok.warehouse import Warehouse
+from tests.unit.sync.conftest import BASE, quick_retry_hook
 
-BASE = "https://api.example.test/open_api/v1.3/"
 PRIMARY, SECOND, THIRD = "7001", "7002", "7003"
 KEY = SyncKey("dag", "task", "run", -1)
 
@@ -34,11 +33,7 @@ def emails(number: int, users: range) -> UserBatch:
 
 @pytest.fixture
 def hook(monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_TIKTOK_TEST",
-        json.dumps({"conn_type": "tiktok", "host": BASE, "password": "tok", "extra": {"advertiser_id": PRIMARY}}),
-    )
-    return TikTokHook("tiktok_test", request_retry_min_wait=0.001, request_retry_max_wait=0.002, request_retry_limit=3)
+    return quick_retry_hook(monkeypatch, PRIMARY)
 
 
 @pytest.fixture
