@@ -98,12 +98,14 @@ def metrics_table(warehouse: Path, run_id_like: str = "%", dag_id: str = DAG_ID)
 def returned(metadata_db: Path, dag_id: str, task_id: str) -> dict:
     """A task's latest return value, as ``airflow dags test`` stored it in the metadata database's XCom table."""
     with sqlite3.connect(metadata_db) as db:
-        [(value,)] = db.execute(
+        found = db.execute(
             "SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = 'return_value' "
             "ORDER BY timestamp DESC LIMIT 1",
             (dag_id, task_id),
-        ).fetchall()
-    return json.loads(value)
+        ).fetchone()
+    if found is None:
+        raise SystemExit(f"{dag_id}.{task_id} left no return value in {metadata_db}: see its log under .demo/.")
+    return json.loads(found[0])
 
 
 def lookalike_lines(metadata_db: Path, sandbox: SandboxProcess) -> str:

@@ -247,11 +247,11 @@ def identity_keys(digests: list[pa.Array], algorithms: list[str]) -> np.ndarray:
     """A 64-bit key per row from its digests, read straight from Arrow's buffers.
 
     The first 16 hex characters of a digest carry 64 random bits; as ASCII they are two uint64
-    words, mixed multiplicatively.
+    words, mixed multiplicatively. A missing digest contributes its column position instead.
     """
     rows = len(digests[0]) if digests else 0
-    column_keys = []
-    for column, algorithm in zip(digests, algorithms, strict=True):
+    keys = np.zeros(rows, dtype=np.uint64)
+    for position, (column, algorithm) in enumerate(zip(digests, algorithms, strict=True), start=1):
         width = DIGEST_LENGTH[algorithm]
         filled = column.fill_null("0" * width)
         offsets = np.frombuffer(filled.buffers()[1], dtype=np.int32)[filled.offset : filled.offset + rows + 1]
@@ -259,18 +259,8 @@ def identity_keys(digests: list[pa.Array], algorithms: list[str]) -> np.ndarray:
         chars = np.frombuffer(filled.buffers()[2], dtype=np.uint8)[start : start + rows * width]
         words = np.ascontiguousarray(chars.reshape(rows, width)[:, :16]).view(np.uint64)
         with np.errstate(over="ignore"):
-            column_keys.append((words[:, 0] ^ (words[:, 1] * _MIX), column.is_valid()))
-    return mix_identity(column_keys, rows)
-
-
-def mix_identity(column_keys: Iterable[tuple[np.ndarray, pa.Array]], rows: int) -> np.ndarray:
-    """Fold per-column 64-bit keys (with each column's validity) into one key per row; a missing
-    identifier contributes its column position instead, so (a, null) and (null, a) differ."""
-    keys = np.zeros(rows, dtype=np.uint64)
-    for position, (words, valid) in enumerate(column_keys, start=1):
-        with np.errstate(over="ignore"):
-            column_key = words * _MIX
-            column_key[~valid.to_numpy(zero_copy_only=False)] = np.uint64(position)
+            column_key = (words[:, 0] ^ (words[:, 1] * _MIX)) * _MIX
+            column_key[~column.is_valid().to_numpy(zero_copy_only=False)] = np.uint64(position)
             keys = (keys ^ column_key) * _MIX + np.uint64(position)
     return keys
 

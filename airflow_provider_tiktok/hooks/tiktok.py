@@ -564,7 +564,14 @@ class TikTokHook(BaseHook):
         try:
             self.call("POST", "segment/mapping/", body=body)
         except TikTokBadRequestError as err:
-            gone = [a for a in audience_ids if err.code == 40002 and not self._audience_exists(advertisers, a)]
+            # One audience per account, in the same order (the Segment uploader's way): look each up at its owner.
+            paired = len(advertisers) == len(audience_ids)
+            owners = {a: [owner] for a, owner in zip(audience_ids, advertisers, strict=False)} if paired else {}
+            gone = [
+                a
+                for a in audience_ids
+                if err.code == 40002 and not self._audience_exists(owners.get(a, advertisers), a)
+            ]
             if gone:
                 raise TikTokAudienceDeletedError(
                     err.code, f"audience {', '.join(gone)} no longer exists", endpoint=err.endpoint

@@ -16,7 +16,8 @@ the first attempt, then they are counted as errored. Clearing a finished sync st
 
 from __future__ import annotations
 
-import json
+import ast
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import replace
@@ -272,17 +273,25 @@ class SyncAudienceOperator(BaseOperator):
         )
 
     def _listed_accounts(self) -> list[str] | None:
-        """``advertiser_ids`` as rendered (a list, or a JSON list or comma-separated ids in a string); None if unset."""
+        """``advertiser_ids`` as rendered: a list, or text holding one (JSON, or Python's form, which is what a
+        Jinja template of a list renders to) or ids separated by commas or spaces; None if unset."""
         value = self.advertiser_ids
         if value is None:
             return None
         if isinstance(value, str):
             text = value.strip()
             try:
-                value = json.loads(text) if text.startswith("[") else text.split(",")
-            except json.JSONDecodeError:
-                raise TikTokConfigurationError(f"advertiser_ids is not a list of ids: {text!r}.") from None
-        return [str(item).strip() for item in value if str(item).strip()]
+                value = ast.literal_eval(text) if text.startswith("[") else re.split(r"[\s,;]+", text)
+            except (ValueError, SyntaxError):
+                raise TikTokConfigurationError(
+                    f"advertiser_ids is not a list of ids: {text!r}. Render a list with `| tojson`, or write the "
+                    "ids separated by commas."
+                ) from None
+        accounts = [str(item).strip() for item in value if str(item).strip()]
+        not_ids = [account for account in accounts if not account.isdigit()]
+        if not_ids:
+            raise TikTokConfigurationError(f"advertiser_ids holds {not_ids}: ad account ids are digits only.")
+        return accounts
 
     def _check_accounts(self) -> None:
         accounts = self._listed_accounts()
@@ -294,6 +303,11 @@ class SyncAudienceOperator(BaseOperator):
             raise TikTokConfigurationError("advertiser_ids is empty: name at least one ad account.")
         if len(set(accounts)) != len(accounts):
             raise TikTokConfigurationError(f"advertiser_ids names an ad account twice: {accounts}.")
+        if len(accounts) > 1 and self.action == MIRROR:
+            raise TikTokConfigurationError(
+                "action='mirror' keeps one audience equal to the query, from a snapshot of that audience: mirror "
+                "each ad account with a task of its own (e.g. .expand(advertiser_id=[...]))."
+            )
         if len(accounts) > 1 and self.audience_id:
             raise TikTokConfigurationError(
                 "audience_id names one ad account's audience; with several advertiser_ids set audience_name "
@@ -348,7 +362,11 @@ class SyncAudienceOperator(BaseOperator):
             return self._dry_run(results, ledger.key, record, preparation.count_only(frames, record, warehouse))
 
         def create_audience(first_batch: UserBatch) -> str:
-            return uploader.create_audience(str(record.audience_name), first_batch)
+            # Named in the record first: if reaching the other accounts fails, the results row still says
+            # which audience the first batch went to.
+            record.audience_id = uploader.create_audience(str(record.audience_name), first_batch)
+            uploader.reach_other_accounts(str(record.audience_name), record.audience_id)
+            return record.audience_id
 
         batches = preparation.stage(frames, ledger, record, clock, create_audience)
         attempt = UploadAttempt(

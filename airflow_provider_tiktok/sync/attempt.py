@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 
 import pyarrow as pa
 
 from airflow_provider_tiktok.audience import SyncMetrics, UserBatch
+from airflow_provider_tiktok.exceptions import TikTokError
 from airflow_provider_tiktok.hooks.tiktok import TikTokHook
 from airflow_provider_tiktok.sync.ledger import AttemptCounters, BatchOutcome, Ledger, Status, SyncRecord
 from airflow_provider_tiktok.sync.results import ResultsTable, metrics_of
@@ -88,23 +90,36 @@ class UploadAttempt:
             ledger.save(record)  # a killed attempt still counts (a staging one starts afresh anyway)
         window_over = time.time() > record.first_attempt_at + self.limits.retry_window.total_seconds()
         result = None
-        with ledger.warehouse.one_connection():  # the attempt's ledger statements, one per batch, share it
-            if not window_over:
-                with clock.phase("upload"):
-                    waiting = None if staging else ledger.totals().count(Status.PENDING)
-                    result = upload_batches(
-                        batches,
-                        clock.stamp_first_request(self.send),
-                        concurrency=self.limits.concurrency,
-                        on_outcome=self.on_outcome,
-                        start_deadline=time.monotonic() + self.limits.attempt_budget.total_seconds(),
-                        progress=Progress(waiting, self.log_info),
-                    )
-            if isinstance(batches, StagingFeed):
-                batches.finish()  # the upload may have stopped early: the rest is staged for the retry
+        try:
+            with ledger.warehouse.one_connection():  # the attempt's ledger statements, one per batch, share it
+                if not window_over:
+                    with clock.phase("upload"):
+                        waiting = None if staging else ledger.totals().count(Status.PENDING)
+                        result = upload_batches(
+                            batches,
+                            clock.stamp_first_request(self.send),
+                            concurrency=self.limits.concurrency,
+                            on_outcome=self.on_outcome,
+                            start_deadline=time.monotonic() + self.limits.attempt_budget.total_seconds(),
+                            progress=Progress(waiting, self.log_info),
+                        )
+                if isinstance(batches, StagingFeed):
+                    batches.finish()  # the upload may have stopped early: the rest is staged for the retry
+        except TikTokError:
+            self._report_failed()  # e.g. staging could not read on or create an audience: not left 'staging'
+            raise
+        with ledger.warehouse.one_connection():
             failure = self._settle(result, window_over)
             with clock.phase("report"):
                 return self._report(failure, result)
+
+    def _report_failed(self) -> None:
+        """The results row of an attempt cut short by an error, as far as the ledger knows; a warehouse that
+        cannot take the row either leaves it to the error being raised."""
+        with suppress(TikTokError):
+            self.counters.add_to_record()
+            metrics = metrics_of(self.record, self.ledger.totals())
+            self.results.write(self.ledger.key, self.record, metrics, Status.FAILED)
 
     def _settle(self, result: UploadResult | None, window_over: bool) -> str | None:
         """Error what can no longer be sent; the reason the task must fail without retrying, if any."""

@@ -140,7 +140,6 @@ class FileUploader:
         if created == [audience_id]:
             with self._lock:
                 self._created_from = (audience_id, first_batch.number)
-        self.reach_other_accounts(name, audience_id)
         return audience_id
 
     def reach_other_accounts(self, name: str, audience_id: str) -> None:

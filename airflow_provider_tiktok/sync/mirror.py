@@ -12,6 +12,7 @@ who leave or change, so a run where few users change reads a tenth of the snapsh
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ import pyarrow.compute as pc
 
 from airflow_provider_tiktok.audience import MatchField, UserBatch
 from airflow_provider_tiktok.audience.batching import hex_payload, hex_strings
-from airflow_provider_tiktok.audience.prepare import PreparedUsers, mix_identity
+from airflow_provider_tiktok.audience.prepare import PreparedUsers
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError
 from airflow_provider_tiktok.warehouse import BLOB, TableSpec, Warehouse, check_identifier
 
@@ -130,20 +131,31 @@ def current_members(prepared: Iterator[PreparedUsers], fields: Sequence[str]) ->
 
 
 def fingerprints(table: pa.Table, fields: Sequence[str]) -> pa.Array:
-    """A 64-bit fingerprint per row of its binary digests, from the first 8 bytes of each (64 random bits)."""
-    column_keys = []
+    """A 64-bit fingerprint per row of its binary digests: the first 8 bytes of each (64 random bits), salted
+    by the field's name and summed, so a row's fingerprint depends on which field holds which digest but not
+    on the order of ``fields``, and a field the row lacks (or a match field added later) adds nothing."""
+    total = np.zeros(table.num_rows, dtype=np.uint64)
     for name in fields:
         column = table.column(name).combine_chunks()
         valid = column.is_valid().to_numpy(zero_copy_only=False)
-        words = np.zeros(len(column), dtype=np.uint64)
-        if valid.any():
-            starts = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + len(column)]
-            data = column.buffers()[2]
-            # Every 8-byte word of the data, one byte apart (an unaligned view, no copy): one gather per digest.
-            words_at = np.ndarray((data.size - 7,), dtype=np.uint64, buffer=data, strides=(1,))
-            words[valid] = words_at[starts[valid]]
-        column_keys.append((words, column.is_valid()))
-    return pa.array(mix_identity(column_keys, table.num_rows).view(np.int64))
+        if not valid.any():
+            continue
+        starts = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + len(column)]
+        data = column.buffers()[2]
+        # Every 8-byte word of the data, one byte apart (an unaligned view, no copy): one gather per digest.
+        words_at = np.ndarray((data.size - 7,), dtype=np.uint64, buffer=data, strides=(1,))
+        with np.errstate(over="ignore"):
+            mixed = (words_at[starts[valid]] ^ _field_salt(name)) * _MIX
+            total[valid] += (mixed ^ (mixed >> np.uint64(29))) * _MIX
+    return pa.array(total.view(np.int64))
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _field_salt(name: str) -> np.uint64:
+    """A fixed 64-bit number per field name, the same in every process and version."""
+    return np.frombuffer(hashlib.sha256(name.encode()).digest()[:8], dtype=np.uint64)[0]
 
 
 def plan_mirror(

@@ -30,8 +30,8 @@ class Uploader(Protocol):
     """How a batch reaches TikTok: the Segment API (``SegmentUploader``) or customer files (``FileUploader``).
 
     Both serve the sync's other ad accounts (``others``: advertiser -> audience id, the sync record's own
-    dict, filled in place): ``reach_other_accounts`` gives each its audience once the primary's exists, and
-    ``create_audience`` does so right after creating it.
+    dict, filled in place): ``reach_other_accounts`` gives each its audience once the primary's exists
+    (the caller runs it right after ``create_audience``, and at launch when the primary's was found).
     """
 
     def send(self, batch: UserBatch, audience_id: str, action: Literal["add", "remove"]) -> None: ...
@@ -56,9 +56,7 @@ class SegmentUploader:
         self.hook.map_batch(action, [self.advertiser_id, *self.others], audience_ids, batch)
 
     def create_audience(self, name: str, first_batch: UserBatch) -> str:
-        audience_id = self.hook.create_audience_once(self.advertiser_id, name)
-        self.reach_other_accounts(name, audience_id)
-        return audience_id
+        return self.hook.create_audience_once(self.advertiser_id, name)
 
     def reach_other_accounts(self, name: str, audience_id: str) -> None:
         """Find or create ``name`` in each other account still without its audience."""

@@ -148,3 +148,30 @@ def test_customer_files_sync_to_the_first_account_and_share_with_the_second(star
     assert again.returncode == 0, again.stdout[-4000:]
     assert sandbox.audience(row["audience_id"])["shared_with"] == [SECOND]
     assert audiences_named(sandbox, "Shared file audience") == {FIRST: [row["audience_id"]]}
+
+
+@pytest.mark.usefixtures("airflow_home")
+def test_a_refused_share_fails_the_sync_and_its_results_row_names_the_audience(start_sandbox, tmp_path):
+    """Two accounts of different Business Centers: the file audience is made from the first file, the share
+    is refused; the task fails without retrying and the row says failed with the audience, not 'staging'."""
+    sandbox = start_sandbox(advertiser_ids=ACCOUNTS, valid_after_seconds=0, business_center=ACCOUNTS)
+    warehouse = tmp_path / "warehouse.db"
+    seed_warehouse(warehouse, 2_000)
+    task = sync_task(
+        "sync",
+        "Unshareable",
+        advertiser_ids=ACCOUNTS,
+        upload_method="file",
+        match_fields={"email": "email"},
+        batch_size=1000,
+        retries=2,
+        retry_delay=0,
+    )
+    done = dags_test(
+        "sync_unshareable", airflow_env(sandbox, warehouse, {"dag_id": "sync_unshareable", "tasks": [task]})
+    )
+    assert done.returncode != 0 and "same Business Center" in done.stdout
+    row = row_of(warehouse, "sync_unshareable")
+    [audience_id] = audiences_named(sandbox, "Unshareable")[FIRST]
+    assert (row["status"], row["audience_id"], row["attempts"]) == ("failed", audience_id, 1)
+    assert sandbox.stats()["requests"]["dmp/custom_audience/share/"] == {"40002": 1}  # refused once, not retried

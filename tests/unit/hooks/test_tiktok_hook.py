@@ -366,11 +366,13 @@ def test_a_vanished_audience_of_the_second_account_is_named_as_deleted(hook, req
             return envelope({"list": [{"audience_details": {"audience_id": audience}}]})
         return envelope(code=40002, message="not found")
 
-    requests_mock.get(BASE + "dmp/custom_audience/get/", json=details)
+    lookups = requests_mock.get(BASE + "dmp/custom_audience/get/", json=details)
     batch = UserBatch(1, ("EMAIL_SHA256",), (pa.array(["a" * 64]),))
     with pytest.raises(TikTokAudienceDeletedError, match="audience 8 no longer exists") as caught:
         hook.map_batch("add", ["7001", "7002"], ["9", "8"], batch)
     assert caught.value.fatal
+    asked = [(r.qs["advertiser_id"][0], json.loads(r.qs["custom_audience_ids"][0])[0]) for r in lookups.request_history]
+    assert asked == [("7001", "9"), ("7002", "8")]  # each audience at its own account, once
 
 
 def test_access_is_checked_for_every_account_with_one_listing(hook, requests_mock):

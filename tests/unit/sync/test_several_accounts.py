@@ -60,6 +60,7 @@ def test_segment_creates_each_accounts_audience_then_sends_one_request_per_batch
     others = {SECOND: "66", THIRD: None}  # 7002's audience was found at launch
     uploader = uploader_for("segment", hook, PRIMARY, ("EMAIL_SHA256",), others)
     assert uploader.create_audience("vip", emails(1, range(3))) == "55"
+    uploader.reach_other_accounts("vip", "55")  # what the sync runs right after creating
     assert others == {SECOND: "66", THIRD: "77"}  # filled in place: the record the ledger saves
     assert [r.json()["advertiser_id"] for r in created.request_history] == [PRIMARY, THIRD]
     for number in (1, 2):
@@ -86,6 +87,8 @@ def test_file_path_shares_the_primarys_audience_once_and_a_repeat_sends_nothing(
     others: dict[str, str | None] = {SECOND: None, THIRD: None}
     uploader = uploader_for("file", hook, PRIMARY, ("EMAIL_SHA256",), others)
     assert uploader.create_audience("vip", emails(1, range(3))) == "55"  # found: nothing uploaded
+    assert share.call_count == 0  # creating touches the primary only
+    uploader.reach_other_accounts("vip", "55")
     assert share.call_count == 1
     assert share.last_request.json() == {
         "advertiser_id": PRIMARY,
