@@ -96,7 +96,9 @@ class PhaseClock:
         return time.monotonic() - self.started
 
     def merged(self, earlier: Mapping[str, float]) -> dict[str, float]:
-        """Seconds per phase over every attempt so far."""
+        """Seconds per phase over every attempt so far, the calling thread's open phase counted up to now (the
+        report is still running when its row is made)."""
+        self._switch()
         phases = set(earlier) | set(self.seconds)
         return {p: round(earlier.get(p, 0.0) + self.seconds.get(p, 0.0), 3) for p in sorted(phases)}
 

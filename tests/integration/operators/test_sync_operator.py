@@ -85,7 +85,8 @@ def test_25000_users_from_sqlite_land_exactly_once(sandbox, tmp_path):
     assert set(coverage) == {"email", "phone", "idfa", "gaid"}
     assert all(0 < users <= expected["synced"] for users in coverage.values()) and xcom["coverage"] == coverage
     assert row["time_to_first_request_seconds"] is not None and row["upload_seconds"] > 0
-    assert "read=" in done.stdout and "upload=" in done.stdout
+    assert row["report_seconds"] is not None  # every phase is in the row, the report included
+    assert "read=" in done.stdout and "upload=" in done.stdout and "report=" in done.stdout
     # "Audience refreshed": an asset event by name and by id, with the counts and nothing else.
     with sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db") as db:
         events = db.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 
@@ -36,3 +38,11 @@ def test_each_batched_user_keeps_the_time_they_entered_and_reads_back_from_the_l
     assert entered[2] == 1_764_151_203  # a number is taken as epoch seconds
     restored = UserBatch.from_bytes(1, batches[0].to_bytes())
     assert restored.entered_at.to_pylist() == [start, start + 1]
+
+
+def test_a_phase_still_open_counts_up_to_the_moment_phases_are_read():
+    clock = PhaseClock()
+    with clock.phase("report"):
+        time.sleep(0.05)
+        merged = clock.merged({"read": 1.0})
+    assert merged["read"] == 1.0 and merged["report"] >= 0.05
