@@ -114,12 +114,10 @@ class UploadAttempt:
                 return self._report(failure, result)
 
     def _report_failed(self) -> None:
-        """The results row of an attempt cut short by an error, as far as the ledger knows; a warehouse that
-        cannot take the row either leaves it to the error being raised."""
-        with suppress(TikTokError):
-            self.counters.add_to_record()
-            metrics = metrics_of(self.record, self.ledger.totals())
-            self.results.write(self.ledger.key, self.record, metrics, Status.FAILED)
+        """The results row of an attempt cut short by an error, as far as the ledger knows."""
+        self.counters.add_to_record()
+        with suppress(TikTokError):  # the ledger unreadable too: the row stays as it was, the error is raised
+            self.results.write_failed(self.ledger.key, self.record, self.ledger.totals())
 
     def _settle(self, result: UploadResult | None, window_over: bool) -> str | None:
         """Error what can no longer be sent; the reason the task must fail without retrying, if any."""

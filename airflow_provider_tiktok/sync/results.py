@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from typing import Any
 
@@ -171,8 +171,14 @@ class ResultsTable:
         try:
             yield
         except TikTokError:
-            self.write(key, record, metrics_of(record, BatchTotals()), Status.FAILED)
+            self.write_failed(key, record, BatchTotals())
             raise
+
+    def write_failed(self, key: SyncKey, record: SyncRecord, totals: BatchTotals) -> None:
+        """The row of a sync cut short by an error; a warehouse that cannot take it either leaves it to that
+        error, which the caller raises."""
+        with suppress(TikTokError):
+            self.write(key, record, metrics_of(record, totals), Status.FAILED)
 
     def write(self, key: SyncKey, record: SyncRecord, metrics: SyncMetrics, status: Status) -> None:
         self.warehouse.upsert(self.table, RESULTS, result_row(key, record, metrics, status))
