@@ -33,6 +33,7 @@ from airflow_provider_tiktok.audience.batching import MAX_BATCH_SIZE, validate_b
 from airflow_provider_tiktok.exceptions import (
     TikTokAPIError,
     TikTokConfigurationError,
+    TikTokError,
     TikTokSourceError,
     TikTokWarehouseError,
 )
@@ -40,6 +41,7 @@ from airflow_provider_tiktok.hooks.tiktok import MAPPING_ACTIONS, TikTokHook, ch
 from airflow_provider_tiktok.lineage import announce_refresh, audience_alias, sync_lineage
 from airflow_provider_tiktok.links.tiktok import AUDIENCE_XCOM_KEY, TikTokAudienceLink
 from airflow_provider_tiktok.sync.attempt import AttemptLimits, UploadAttempt
+from airflow_provider_tiktok.sync.launch import LaunchChecks
 from airflow_provider_tiktok.sync.ledger import (
     DEFAULT_LEDGER_RETENTION,
     BatchTotals,
@@ -348,27 +350,30 @@ class SyncAudienceOperator(BaseOperator):
         uploader = self._uploader(hook, record, preparation)
         results.open_row(ledger.key, record)  # a table refusing our row stops the sync before any call
         with results.failed_if_raises(ledger.key, record):
-            hook.check_access(record.advertiser_ids)
+            launch = LaunchChecks(lambda: self._launch_checks(hook, record, uploader))
             needs = (self.entered_at_column,) if self.entered_at_column else ()
             source = Source(self.sql, self.parameters, self.source, self.chunk_size, needs)
-            with clock.phase("read"):
-                frames = source.chunks(warehouse, preparation.options)
+            try:
+                with clock.phase("read"):
+                    frames = launch.guard(source.chunks(warehouse, preparation.options))
+            except TikTokError:
+                launch.wait()  # a refused token says more than the query it kept from running
+                raise
             clock.chunk_read()
-            self._find_audience(hook, record)
-            if record.audience_id is not None and not self.dry_run:
-                # Staging creates audiences only when the primary's is missing: the others' are settled now.
-                uploader.reach_other_accounts(str(record.audience_name), record.audience_id)
+            if self.dry_run:
+                launch.wait()
         if self.dry_run:
             return self._dry_run(results, ledger.key, record, preparation.count_only(frames, record, warehouse))
 
-        def create_audience(first_batch: UserBatch) -> str:
-            # Named in the record first: if reaching the other accounts fails, the results row still says
-            # which audience the first batch went to.
-            record.audience_id = uploader.create_audience(str(record.audience_name), first_batch)
-            uploader.reach_other_accounts(str(record.audience_name), record.audience_id)
-            return record.audience_id
+        def settle_audience(first_batch: UserBatch | None) -> None:
+            launch.wait()
+            if first_batch is not None and record.audience_id is None:
+                # Named in the record first: if reaching the other accounts fails, the results row still
+                # says which audience the first batch went to.
+                record.audience_id = uploader.create_audience(str(record.audience_name), first_batch)
+                uploader.reach_other_accounts(str(record.audience_name), record.audience_id)
 
-        batches = preparation.stage(frames, ledger, record, clock, create_audience)
+        batches = preparation.stage(frames, ledger, record, clock, settle_audience)
         attempt = UploadAttempt(
             hook, uploader, ledger, results, record, preparation, clock, self._limits, self.log.info
         )
@@ -382,6 +387,14 @@ class SyncAudienceOperator(BaseOperator):
     @property
     def _limits(self) -> AttemptLimits:
         return AttemptLimits(self.retry_window, self.attempt_budget, self.concurrency)
+
+    def _launch_checks(self, hook: TikTokHook, record: SyncRecord, uploader: Uploader) -> None:
+        """The token reaches every ad account, and the audience is found or may be created."""
+        hook.check_access(record.advertiser_ids)
+        self._find_audience(hook, record)
+        if record.audience_id is not None and not self.dry_run:
+            # Staging creates audiences only when the primary's is missing: the others' are settled now.
+            uploader.reach_other_accounts(str(record.audience_name), record.audience_id)
 
     def _find_audience(self, hook: TikTokHook, record: SyncRecord) -> None:
         """Fill in the target audience, or make sure it may be created once there are users to send."""

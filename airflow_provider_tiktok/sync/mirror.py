@@ -45,7 +45,8 @@ class RemovalRefused(TikTokConfigurationError):
 
 @dataclass(frozen=True)
 class MirrorPlan:
-    """What a mirror run will send: ``adds`` and ``removals`` are tables of user_key + one binary column per field."""
+    """What a mirror run will send: ``adds`` and ``removals`` are tables of user_key + one hex digest column per
+    field, as a request carries them."""
 
     adds: pa.Table
     removals: pa.Table
@@ -85,13 +86,13 @@ class MirrorPlan:
             )
 
     def batches(self, id_schema: Sequence[str], fields: Sequence[str], batch_size: int) -> Iterator[UserBatch]:
-        """Removals first, then adds, numbered from 1; digests as hex, as the request wants them."""
+        """Removals first, then adds, numbered from 1."""
         number = 0
         for action, table in (("remove", self.removals), ("add", self.adds)):
             for start in range(0, table.num_rows, batch_size):
                 part = table.slice(start, batch_size)
                 number += 1
-                columns = tuple(hex_digests(part.column(name).combine_chunks()) for name in fields)
+                columns = tuple(part.column(name).combine_chunks() for name in fields)
                 yield UserBatch(number, tuple(id_schema), columns, action, part.column("user_key").combine_chunks())
 
 
@@ -118,36 +119,44 @@ class MirrorSettings:
 
 
 def current_members(prepared: Iterator[PreparedUsers], fields: Sequence[str]) -> pa.Table:
-    """The query's usable users as user_key + binary digests, all chunks at once (a diff needs the whole set)."""
+    """The query's usable users as user_key + hex digests, all chunks at once (a diff needs the whole set). Hex,
+    as prepared and as sent: only the few users the plan sends are ever turned into the snapshot's bytes."""
     tables = [
-        pa.table(
-            {"user_key": users.user_keys, **{f: binary_digests(d) for f, d in zip(fields, users.digests, strict=True)}}
-        )
+        pa.table({"user_key": users.user_keys, **dict(zip(fields, users.digests, strict=True))})
         for users in prepared
         if len(users)
     ]
-    schema = pa.schema([("user_key", pa.string()), *((f, pa.binary()) for f in fields)])
+    schema = pa.schema([("user_key", pa.string()), *((f, pa.string()) for f in fields)])
     return pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
 
 
 def fingerprints(table: pa.Table, fields: Sequence[str]) -> pa.Array:
-    """A 64-bit fingerprint per row of its binary digests: the first 8 bytes of each (64 random bits), salted
-    by the field's name and summed, so a row's fingerprint depends on which field holds which digest but not
-    on the order of ``fields``, and a field the row lacks (or a match field added later) adds nothing."""
+    """A 64-bit fingerprint per row of its digests (raw bytes or hex, the same either way): the first 8 bytes
+    of each (64 random bits), salted by the field's name and summed, so a row's fingerprint depends on which
+    field holds which digest but not on the order of ``fields``, and a field the row lacks (or a match field
+    added later) adds nothing."""
     total = np.zeros(table.num_rows, dtype=np.uint64)
     for name in fields:
         column = table.column(name).combine_chunks()
         valid = column.is_valid().to_numpy(zero_copy_only=False)
         if not valid.any():
             continue
-        starts = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + len(column)]
-        data = column.buffers()[2]
-        # Every 8-byte word of the data, one byte apart (an unaligned view, no copy): one gather per digest.
-        words_at = np.ndarray((data.size - 7,), dtype=np.uint64, buffer=data, strides=(1,))
         with np.errstate(over="ignore"):
-            mixed = (words_at[starts[valid]] ^ _field_salt(name)) * _MIX
+            mixed = (_leading_words(column, valid) ^ _field_salt(name)) * _MIX
             total[valid] += (mixed ^ (mixed >> np.uint64(29))) * _MIX
     return pa.array(total.view(np.int64))
+
+
+def _leading_words(column: pa.Array, valid: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each valid digest as one uint64, read in place from bytes or decoded from hex."""
+    starts = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + len(column)][valid]
+    data = column.buffers()[2]
+    if pa.types.is_binary(column.type):
+        # Every 8-byte word of the data, one byte apart (an unaligned view, no copy): one gather per digest.
+        return np.ndarray((data.size - 7,), dtype=np.uint64, buffer=data, strides=(1,))[starts]
+    chars = np.frombuffer(data, dtype=np.uint8)[starts[:, None] + np.arange(16)] | 0x20  # lowercase
+    nibbles = np.where(chars <= ord("9"), chars - ord("0"), chars - (ord("a") - 10)).astype(np.uint8)
+    return np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).view(np.uint64)[:, 0]
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -164,8 +173,9 @@ def plan_mirror(
     fields: Sequence[str],
     digests_of: Callable[[pa.Array], pa.Table],
 ) -> MirrorPlan:
-    """Diff the query's users (user_key + binary columns ``fields``) against the snapshot's fingerprints
-    (``previous``: user_key, fingerprint); ``digests_of(keys)`` reads back what was sent for leaving users."""
+    """Diff the query's users (user_key + hex digest columns ``fields``) against the snapshot's fingerprints
+    (``previous``: user_key, fingerprint); ``digests_of(keys)`` reads back what was sent for leaving users
+    (as stored: bytes)."""
     indexed = pa.table(
         {
             "user_key": current.column("user_key"),
@@ -186,7 +196,9 @@ def plan_mirror(
     # Old digests leave, unless a current user still carries them; a changed user's snapshot row follows the add.
     leaving = digests_of(joined.filter(pc.or_(departed, changed)).column("user_key").combine_chunks())
     changed_keys = joined.filter(changed).column("user_key")
-    removal_columns = {name: _not_carried(leaving.column(name), current.column(name)) for name in fields}
+    removal_columns = {
+        name: _not_carried(hex_digests(leaving.column(name).combine_chunks()), current.column(name)) for name in fields
+    }
     keys = pc.if_else(pc.is_in(leaving.column("user_key"), value_set=changed_keys), None, leaving.column("user_key"))
     removals = pa.table({"user_key": keys, **removal_columns})
     has_digest = pa.array(np.zeros(removals.num_rows, bool))
@@ -204,10 +216,9 @@ def plan_mirror(
     )
 
 
-def _not_carried(leaving: pa.ChunkedArray, current: pa.ChunkedArray) -> pa.Array:
+def _not_carried(leaving: pa.Array, current: pa.ChunkedArray) -> pa.Array:
     """Leaving digests, null where a current user still carries the digest (probing the many current
     digests against the few leaving ones, not the other way round)."""
-    leaving = leaving.combine_chunks()
     if not len(leaving):
         return leaving
     carried = current.filter(pc.is_in(current, value_set=leaving.drop_null()))

@@ -46,7 +46,8 @@ class Source:
         elif self.frames is not None:
             frames = iter(self.frames)
         else:
-            frames = warehouse.read_chunks(str(self.sql), self.chunk_size, self.parameters)
+            used = [*options.source_columns, *self.also_needs]
+            frames = warehouse.read_chunks(str(self.sql), self.chunk_size, self.parameters, used)
         try:
             first = next(frames, None)
         except Exception as err:  # the driver's own exception types vary by warehouse
@@ -151,10 +152,10 @@ class Preparation:
         ledger: Ledger,
         record: SyncRecord,
         clock: PhaseClock,
-        create_audience: Callable[[UserBatch], str],
+        settle_audience: Callable[[UserBatch | None], None],
     ) -> StagingFeed:
         """Stage every batch on a thread of its own and feed each to the upload once it is committed."""
-        return StagingFeed(self, frames, ledger, record, clock, create_audience)
+        return StagingFeed(self, frames, ledger, record, clock, settle_audience)
 
 
 class StagingFeed:
@@ -176,7 +177,7 @@ class StagingFeed:
         ledger: Ledger,
         record: SyncRecord,
         clock: PhaseClock,
-        create_audience: Callable[[UserBatch], str],
+        settle_audience: Callable[[UserBatch | None], None],
         in_memory: int = 16,
     ) -> None:
         self.ledger, self.record = ledger, record
@@ -185,7 +186,7 @@ class StagingFeed:
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._run,
-            args=(preparation, frames, clock, create_audience),
+            args=(preparation, frames, clock, settle_audience),
             name="tiktok-staging",
             daemon=True,
         )
@@ -196,14 +197,13 @@ class StagingFeed:
         preparation: Preparation,
         frames: Iterator[pd.DataFrame],
         clock: PhaseClock,
-        create: Callable[[UserBatch], str],
+        settle_audience: Callable[[UserBatch | None], None],
     ) -> None:
         try:
             preparer = UserPreparer(preparation.options)
             prepared = preparation.batches(frames, preparer, clock, self.record, self.ledger.warehouse)
             first = next(prepared, None)
-            if first is not None and self.record.audience_id is None:
-                self.record.audience_id = create(first)
+            settle_audience(first)  # the launch checks passed, and the audience exists if there are users
             self.ledger.save(self.record)
             staged = self.ledger.stage(itertools.chain([first], prepared) if first is not None else ())
             for batch in clock.timed("stage", staged):

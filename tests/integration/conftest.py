@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import AIRFLOW
+from tests.integration.harness import AIRFLOW, PostgresMissing, postgres_server_running
 
 HERE = Path(__file__).parent
 
@@ -39,38 +39,8 @@ def example_dags(airflow_home) -> Path:
 @pytest.fixture(scope="session")
 def postgres_server():
     """A real PostgreSQL server from the system package, on a free loopback port, for this session."""
-    import glob
-    import tempfile
-
-    from airflow_provider_tiktok.sandbox.process import free_port
-
-    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    bin_dir = Path(binaries[-1]) if binaries else Path(shutil.which("initdb") or "initdb").parent
-    if not (bin_dir / "initdb").exists():
-        pytest.fail("PostgreSQL server is not installed: run `make test`, which installs it.")
-    data = Path(tempfile.mkdtemp(prefix="tiktok-pg-", dir="/tmp"))
-    data.chmod(0o755)
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(data, "postgres", "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    run = lambda *cmd: subprocess.run([*as_postgres, *cmd], capture_output=True, text=True, check=True)  # noqa: E731
-    run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "airflow", "--auth=trust")
-    run(
-        str(bin_dir / "pg_ctl"),
-        "-D",
-        str(data / "db"),
-        "-w",
-        "-l",
-        str(data / "server.log"),
-        "-o",
-        f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
-        "start",
-    )
     try:
-        run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", "warehouse")
-        yield {"host": "127.0.0.1", "port": port, "login": "airflow", "schema": "warehouse"}
-    finally:
-        run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "fast", "stop")
-        shutil.rmtree(data, ignore_errors=True)
+        with postgres_server_running() as server:
+            yield server
+    except PostgresMissing as missing:
+        pytest.fail(str(missing))

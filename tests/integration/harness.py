@@ -9,7 +9,8 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -105,3 +106,40 @@ def expected_sync(frame, truths, fields: Sequence[str] = ("email", "phone", "idf
         seen.add(user_id)
         members.add(sha256(next(v for v in valid if v)))
     return {"entered": len(frame), "synced": len(seen), "not_synced": dict(not_synced), "members": members}
+
+
+class PostgresMissing(RuntimeError):
+    pass
+
+
+@contextmanager
+def postgres_server_running() -> Iterator[dict]:
+    """A real PostgreSQL server from the system package on a free loopback port, with a ``warehouse``
+    database; yields its connection fields, and removes it afterwards."""
+    import glob
+    import shutil
+    import tempfile
+
+    from airflow_provider_tiktok.sandbox.process import free_port
+
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    bin_dir = Path(binaries[-1]) if binaries else Path(shutil.which("initdb") or "initdb").parent
+    if not (bin_dir / "initdb").exists():
+        raise PostgresMissing("PostgreSQL server is not installed: run `make test`, which installs it.")
+    data = Path(tempfile.mkdtemp(prefix="tiktok-pg-", dir="/tmp"))
+    data.chmod(0o755)
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(data, "postgres", "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    run = lambda *cmd: subprocess.run([*as_postgres, *cmd], capture_output=True, text=True, check=True)  # noqa: E731
+    run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "airflow", "--auth=trust")
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
+    run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-w", "-l", str(data / "server.log"), "-o", options, "start")
+    try:
+        run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", "warehouse")
+        yield {"host": "127.0.0.1", "port": port, "login": "airflow", "schema": "warehouse"}
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "fast", "stop")
+        shutil.rmtree(data, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pandas as pd
 import pytest
 
 from airflow_provider_tiktok.warehouse import Warehouse, _dollar_parameters
@@ -57,3 +58,29 @@ def test_a_read_started_on_one_thread_goes_on_on_another(warehouse):
     reader.start()
     reader.join()
     assert sizes == [1000, 1000, 503]
+
+
+@pytest.mark.parametrize("ending", ["-- newest first", ";\n"])
+def test_sqlite_reads_only_the_columns_a_sync_uses_in_the_querys_own_order(warehouse, ending):
+    key = 'user_id AS "key ""quoted"""'
+    query = f"SELECT *, {key} FROM entrants WHERE rowid > :after ORDER BY rowid DESC {ending}"
+    narrowed = pd.concat(warehouse.read_chunks(query, 1000, {"after": 10}, ["phone", 'key "quoted"', "phone"]))
+    whole = pd.concat(warehouse.read_chunks(query, 1000, {"after": 10}))
+    assert list(narrowed.columns) == ["phone", 'key "quoted"']
+    assert list(whole.columns) == ["user_id", "phone", "note", 'key "quoted"']
+    assert narrowed.to_dict("records") == whole[["phone", 'key "quoted"']].to_dict("records")
+    assert narrowed["phone"].iloc[0] == b"\xff\xfe" and len(narrowed) == 2493  # newest first, cells as stored
+
+
+@pytest.mark.parametrize(
+    ("query", "columns", "read"),
+    [
+        ("SELECT user_id, phone, note FROM entrants", ["user_id", "email"], 3),  # a column missing
+        ("SELECT user_id, phone AS user_id, note FROM entrants", ["user_id"], 3),  # a name twice
+        ("PRAGMA table_info(entrants)", ["name"], 6),  # no subquery possible
+        ("SELECT user_id, phone FROM entrants; -- two columns", ["phone"], 2),  # what follows ";" is not ours
+    ],
+)
+def test_a_query_that_cannot_be_narrowed_is_read_as_written(warehouse, query, columns, read):
+    """The caller's column check then names what is missing, as it always did."""
+    assert len(next(iter(warehouse.read_chunks(query, 5000, None, columns))).columns) == read

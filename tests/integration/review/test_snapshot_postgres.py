@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from airflow_provider_tiktok.audience.batching import UserBatch
-from airflow_provider_tiktok.sync.mirror import Snapshot, fingerprints, plan_mirror
+from airflow_provider_tiktok.sync.mirror import Snapshot, fingerprints, hex_digests, plan_mirror
 from airflow_provider_tiktok.warehouse import Warehouse
 
 FIELDS = ["email", "phone"]
@@ -61,18 +61,21 @@ def test_fingerprints_round_trip_on_postgres_and_only_leaving_users_digests_are_
         return snapshot.digests_of(user_keys, FIELDS)
 
     departed, changed = keys[:950], keys[950]
-    staying = current.filter(pa.compute.invert(pa.compute.is_in(current.column("user_key"), pa.array(departed))))
+    as_prepared = pa.table(
+        {"user_key": current["user_key"], **{f: hex_digests(current[f].combine_chunks()) for f in FIELDS}}
+    )
+    staying = as_prepared.filter(pa.compute.invert(pa.compute.is_in(as_prepared["user_key"], pa.array(departed))))
     staying = staying.set_column(
         1,
         "email",
         pa.array(
             [
-                hashlib.sha256(b"new").digest() if k == changed else e
+                hashlib.sha256(b"new").hexdigest() if k == changed else e
                 for k, e in zip(
                     staying.column("user_key").to_pylist(), staying.column("email").to_pylist(), strict=True
                 )
             ],
-            pa.binary(),
+            pa.string(),
         ),
     )
     plan = plan_mirror(staying, snapshot.fingerprints(), FIELDS, digests_of)

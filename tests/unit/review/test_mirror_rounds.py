@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_tiktok.sync.mirror import Snapshot, binary_digests, plan_mirror
+from airflow_provider_tiktok.sync.mirror import Snapshot, plan_mirror
 from airflow_provider_tiktok.warehouse import Warehouse
 
 FIELDS = ["email", "phone"]
@@ -20,8 +20,8 @@ SCHEMA = ("EMAIL_SHA256", "PHONE_SHA256")
 _audiences = itertools.count()
 
 
-def digest(text: str | None) -> bytes | None:
-    return hashlib.sha256(text.encode()).digest() if text else None
+def digest(text: str | None) -> str | None:
+    return hashlib.sha256(text.encode()).hexdigest() if text else None
 
 
 identifier = st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d"]))  # a small pool: users share digests
@@ -30,17 +30,18 @@ population = st.dictionaries(st.sampled_from([f"u{i}" for i in range(8)]), user,
 
 
 def members(rows: dict[str, tuple[str | None, str | None]]) -> pa.Table:
+    """The query's users as prepared: hex digests."""
     keys = list(rows)
     return pa.table(
         {
             "user_key": pa.array(keys, pa.string()),
-            "email": pa.array([digest(f"e-{rows[k][0]}" if rows[k][0] else None) for k in keys], pa.binary()),
-            "phone": pa.array([digest(f"p-{rows[k][1]}" if rows[k][1] else None) for k in keys], pa.binary()),
+            "email": pa.array([digest(f"e-{rows[k][0]}" if rows[k][0] else None) for k in keys], pa.string()),
+            "phone": pa.array([digest(f"p-{rows[k][1]}" if rows[k][1] else None) for k in keys], pa.string()),
         }
     )
 
 
-def digests_held(table: pa.Table) -> set[tuple[str, bytes]]:
+def digests_held(table: pa.Table) -> set[tuple[str, str]]:
     return {(name, value) for name in FIELDS for value in table.column(name).to_pylist() if value is not None}
 
 
@@ -57,7 +58,7 @@ def warehouse(tmp_path_factory):
 def test_after_each_run_the_audience_holds_exactly_the_current_users_digests(warehouse, rounds):
     snapshot = Snapshot(warehouse, "snapshot", "7000000000001", f"audience-{next(_audiences)}")
     snapshot.ensure()
-    audience: set[tuple[str, bytes]] = set()  # what TikTok holds: only what the sync sent
+    audience: set[tuple[str, str]] = set()  # what TikTok holds: only what the sync sent
     before: set[str] = set()
     for rows in rounds:
         current = members(rows)
@@ -67,9 +68,7 @@ def test_after_each_run_the_audience_holds_exactly_the_current_users_digests(war
         assert plan.changed + plan.unchanged + new == len(rows)
         snapshot.forget(plan.covered)
         for batch in plan.batches(SCHEMA, FIELDS, 3):
-            sent = digests_held(
-                pa.table({name: binary_digests(c) for name, c in zip(FIELDS, batch.columns, strict=True)})
-            )
+            sent = digests_held(pa.table(dict(zip(FIELDS, batch.columns, strict=True))))
             audience = audience | sent if batch.action == "add" else audience - sent
             snapshot.apply(batch, FIELDS)  # acknowledged
         assert audience == digests_held(current)

@@ -24,7 +24,12 @@ def d(text: str | None) -> bytes | None:
     return hashlib.sha256(text.encode()).digest() if text else None
 
 
+def h(text: str | None) -> str | None:
+    return hashlib.sha256(text.encode()).hexdigest() if text else None
+
+
 def members(rows: dict[str, tuple[str | None, str | None]]) -> pa.Table:
+    """Users with their digests as bytes, as the snapshot stores them."""
     keys = list(rows)
     return pa.table(
         {
@@ -36,7 +41,9 @@ def members(rows: dict[str, tuple[str | None, str | None]]) -> pa.Table:
 
 
 def plan_mirror_against(current: pa.Table, snapshot: pa.Table) -> MirrorPlan:
-    """The plan, with the snapshot read as the warehouse would: fingerprints of all, digests of the leaving only."""
+    """The plan, with the snapshot read as the warehouse would: fingerprints of all, digests of the leaving only;
+    the query's users in hex, as prepared."""
+    query = pa.table({"user_key": current["user_key"], **{f: hex_digests(current[f].combine_chunks()) for f in FIELDS}})
     previous = pa.table({"user_key": snapshot.column("user_key"), "fingerprint": fingerprints(snapshot, FIELDS)})
     asked: list[set[str]] = []
 
@@ -44,7 +51,7 @@ def plan_mirror_against(current: pa.Table, snapshot: pa.Table) -> MirrorPlan:
         asked.append(set(keys.to_pylist()))
         return snapshot.filter(pc.is_in(snapshot.column("user_key"), value_set=keys))
 
-    plan = plan_mirror(current, previous, FIELDS, digests_of)
+    plan = plan_mirror(query, previous, FIELDS, digests_of)
     unchanged_keys = set(snapshot.column("user_key").to_pylist()) - set().union(*asked)
     assert len(unchanged_keys) == plan.unchanged  # unchanged users' digests are never read back
     return plan
@@ -59,10 +66,10 @@ def test_new_departed_changed_and_unchanged_users_each_get_their_plan():
     current = members({"1": ("a@x", "+1"), "3": ("c@x", "+33"), "4": ("dd@x", None), "5": ("e@x", "+5")})
     plan = plan_mirror_against(current, snapshot)
     assert (plan.departed, plan.changed, plan.unchanged, plan.audience_before) == (1, 2, 1, 4)
-    assert rows_of(plan.adds) == {("3", d("c@x"), d("+33")), ("4", d("dd@x"), None), ("5", d("e@x"), d("+5"))}
+    assert rows_of(plan.adds) == {("3", h("c@x"), h("+33")), ("4", h("dd@x"), None), ("5", h("e@x"), h("+5"))}
     # Departed user 2 leaves with what was sent for them; changed users lose only their old identifiers,
     # and no snapshot row follows those (the add records the new ones).
-    assert rows_of(plan.removals) == {("2", d("b@x"), None), (None, None, d("+3")), (None, d("d@x"), None)}
+    assert rows_of(plan.removals) == {("2", h("b@x"), None), (None, None, h("+3")), (None, h("d@x"), None)}
     assert plan.audience_after == 4
 
 
@@ -70,7 +77,7 @@ def test_a_digest_still_carried_by_a_current_user_is_never_removed():
     snapshot = members({"1": ("shared@x", "+1"), "2": ("shared@x", "+2")})
     current = members({"2": ("shared@x", "+2")})
     plan = plan_mirror_against(current, snapshot)
-    assert rows_of(plan.removals) == {("1", None, d("+1"))}
+    assert rows_of(plan.removals) == {("1", None, h("+1"))}
     twin = plan_mirror_against(
         members({"2": ("shared@x", "+2")}), members({"1": ("shared@x", "+2"), "2": ("shared@x", "+2")})
     )
@@ -113,3 +120,13 @@ def test_hex_and_binary_digests_convert_both_ways_with_nulls():
     binary = binary_digests(hexes)
     assert binary.to_pylist() == [hashlib.md5(b"x").digest(), None, hashlib.md5(b"y").digest()]
     assert hex_digests(binary).to_pylist() == hexes.to_pylist()
+
+
+def test_a_fingerprint_is_the_same_from_hex_digests_as_from_their_bytes():
+    """The diff fingerprints the query's hex digests; the snapshot stored the fingerprints of their bytes."""
+    stored = members({"1": ("a@x", "+1"), "2": (None, "+2"), "3": ("c@x", None)})
+    as_hex = pa.table({f: hex_digests(stored[f].combine_chunks()) for f in FIELDS})
+    upper = pa.table({f: pc.utf8_upper(as_hex[f]) for f in FIELDS})
+    assert fingerprints(as_hex, FIELDS).to_pylist() == fingerprints(stored, FIELDS).to_pylist()
+    assert fingerprints(upper, FIELDS).to_pylist() == fingerprints(stored, FIELDS).to_pylist()
+    assert len(set(fingerprints(stored, FIELDS).to_pylist())) == 3
