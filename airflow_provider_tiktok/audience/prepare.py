@@ -35,6 +35,8 @@ from airflow_provider_tiktok.audience.identifiers import (
     FIELD_ORDER,
     FieldRules,
     MatchField,
+    digest_heads,
+    hash_array,
     id_schema_for,
     integral_floats,
     key_text,
@@ -205,18 +207,18 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 def user_key_hashes(keys: pd.Series) -> np.ndarray:
-    """Deterministic 64-bit hashes of non-null user keys (pandas' fixed-key SipHash), the same in every process.
+    """Deterministic 64-bit hashes of non-null user keys, the same in every process.
 
     Keys with the same ``key_text`` hash the same whatever type a chunk read them as, so an int column read
     as float in a chunk with a NULL still names the same users: integers below 10**18 in magnitude (1, 1.0,
-    ``Decimal(1)``, ``np.int64(1)``, and the text "1") hash as their int64, anything else as its text.
+    ``Decimal(1)``, ``np.int64(1)``, and the text "1") hash as their int64 (pandas' fixed-key SipHash),
+    anything else as the head of its text's SHA-256 (hashed in Rust, never made into Python strings).
     """
     integral, numbers = _integral_keys(keys)
     hashes = np.empty(len(keys), dtype=np.uint64)
     hashes[integral] = pd.util.hash_array(numbers[integral])
     if not integral.all():
-        text = key_text(keys[~integral]).to_numpy(zero_copy_only=False)
-        hashes[~integral] = pd.util.hash_array(text.astype(object))
+        hashes[~integral] = digest_heads(hash_array(key_text(keys[~integral]), "sha256"), int((~integral).sum()))
     return hashes
 
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from airflow_provider_tiktok.audience import MatchField, UserBatch
 from airflow_provider_tiktok.audience.batching import hex_payload, hex_strings
+from airflow_provider_tiktok.audience.identifiers import digest_heads
 from airflow_provider_tiktok.audience.prepare import PreparedUsers
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError
 from airflow_provider_tiktok.warehouse import BLOB, TableSpec, Warehouse, check_identifier
@@ -142,19 +143,9 @@ def fingerprints(table: pa.Table, fields: Sequence[str]) -> pa.Array:
         if not valid.any():
             continue
         with np.errstate(over="ignore"):
-            mixed = (_leading_words(column, valid) ^ _field_salt(name)) * _MIX
+            mixed = (digest_heads(column, int(valid.sum())) ^ _field_salt(name)) * _MIX
             total[valid] += (mixed ^ (mixed >> np.uint64(29))) * _MIX
     return pa.array(total.view(np.int64))
-
-
-def _leading_words(column: pa.Array, valid: np.ndarray) -> np.ndarray:
-    """The first 8 bytes of each valid digest as one uint64, from bytes or decoded from hex: Arrow slices the
-    heads off, and a null slices to nothing, so the heads of the valid digests lie end to end."""
-    count = int(valid.sum())
-    if pa.types.is_binary(column.type):
-        return np.frombuffer(pc.binary_slice(column, 0, 8).buffers()[2], dtype=np.uint64, count=count)
-    heads = pc.utf8_slice_codeunits(column, 0, 16).buffers()[2].to_pybytes()[: count * 16]
-    return np.frombuffer(bytes.fromhex(heads.decode("ascii")), dtype=np.uint64)
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
