@@ -16,7 +16,7 @@ import pyarrow as pa
 from airflow_provider_tiktok.audience import SyncMetrics, UserBatch
 from airflow_provider_tiktok.exceptions import TikTokError
 from airflow_provider_tiktok.hooks.tiktok import TikTokHook
-from airflow_provider_tiktok.sync.ledger import AttemptCounters, BatchOutcome, Ledger, Status, SyncRecord
+from airflow_provider_tiktok.sync.ledger import AttemptCounters, BatchOutcome, BatchTotals, Ledger, Status, SyncRecord
 from airflow_provider_tiktok.sync.results import ResultsTable, metrics_of
 from airflow_provider_tiktok.sync.staging import Preparation, StagingFeed
 from airflow_provider_tiktok.sync.timing import PhaseClock, add_lags
@@ -117,7 +117,9 @@ class UploadAttempt:
         """The results row of an attempt cut short by an error, as far as the ledger knows."""
         self.counters.add_to_record()
         with suppress(TikTokError):  # the ledger unreadable too: the row stays as it was, the error is raised
-            self.results.write_failed(self.ledger.key, self.record, self.ledger.totals())
+            # Staging cut short: how many entered is unknown and a retry stages afresh, so nothing is counted.
+            staged = self.record.status is not Status.STAGING
+            self.results.write_failed(self.ledger.key, self.record, self.ledger.totals() if staged else BatchTotals())
 
     def _settle(self, result: UploadResult | None, window_over: bool) -> str | None:
         """Error what can no longer be sent; the reason the task must fail without retrying, if any."""

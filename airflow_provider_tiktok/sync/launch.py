@@ -10,17 +10,23 @@ also stops the read at its next chunk, so a bad token does not cost a whole read
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
+def beside(work: Callable[[], T], name: str) -> Future[T]:
+    """``work`` on a thread of its own; the future carries its result or its error."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+    done = pool.submit(work)
+    pool.shutdown(wait=False)  # the thread ends with the work
+    return done
+
+
 class LaunchChecks:
     def __init__(self, checks: Callable[[], None]) -> None:
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiktok-launch")
-        self._done = pool.submit(checks)
-        pool.shutdown(wait=False)  # the thread ends with the checks
+        self._done = beside(checks, "tiktok-launch")
 
     def wait(self) -> None:
         """Return once the checks passed; raise what refused them."""

@@ -12,6 +12,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ import pyarrow as pa
 from airflow_provider_tiktok.audience import PrepareOptions, UserBatch, UserPreparer, iter_batches
 from airflow_provider_tiktok.audience.prepare import PreparedUsers
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError, TikTokSourceError
+from airflow_provider_tiktok.sync.launch import beside
 from airflow_provider_tiktok.sync.ledger import BatchTotals, Ledger, Status, SyncRecord
 from airflow_provider_tiktok.sync.mirror import MirrorSettings, RemovalRefused, current_members, plan_mirror
 from airflow_provider_tiktok.sync.timing import PhaseClock
@@ -164,8 +166,9 @@ class StagingFeed:
     Staging never waits for the upload: a kill mid-upload then finds every user staged and a retry
     resumes exactly the frozen set. At most ``in_memory`` staged batches wait in memory; later ones
     travel as their number and are read back from the ledger when their turn comes. The audience is
-    created when the first batch is ready, so a run without users creates nothing; the record turns
-    ``pending`` once every batch is staged.
+    settled (launch checks passed, created if missing) beside staging once the first batch is staged, so
+    a run without users creates nothing and staging goes on during those API calls; the upload starts
+    once it is settled, and the record turns ``pending`` once every batch is staged and the audience named.
     """
 
     _DONE = object()
@@ -184,6 +187,7 @@ class StagingFeed:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._held = threading.Semaphore(in_memory)
         self._error: BaseException | None = None
+        self._audience: Future[None] | None = None  # set before the first batch is handed on
         self._thread = threading.Thread(
             target=self._run,
             args=(preparation, frames, clock, settle_audience),
@@ -202,13 +206,17 @@ class StagingFeed:
         try:
             preparer = UserPreparer(preparation.options)
             prepared = preparation.batches(frames, preparer, clock, self.record, self.ledger.warehouse)
-            first = next(prepared, None)
-            settle_audience(first)  # the launch checks passed, and the audience exists if there are users
-            self.ledger.save(self.record)
-            staged = self.ledger.stage(itertools.chain([first], prepared) if first is not None else ())
-            for batch in clock.timed("stage", staged):
+            self.ledger.save(self.record)  # still 'staging': a retry after a kill starts afresh
+            for batch in clock.timed("stage", self.ledger.stage(prepared)):
+                if self._audience is None:
+                    self._audience = beside(lambda first=batch: settle_audience(first), "tiktok-audience")
+                elif self._audience.done():
+                    self._audience.result()  # a refusal stops staging
                 held = self._held.acquire(blocking=False)
                 self._queue.put((batch.number, batch if held else None))
+            if self._audience is None:
+                self._audience = beside(lambda: settle_audience(None), "tiktok-audience")
+            self._audience.result()  # a pending record names its audience
             self.record.count_prepared(preparer.counts)
             self.record.status = Status.PENDING
             self.ledger.save(self.record)
@@ -219,6 +227,8 @@ class StagingFeed:
 
     def __iter__(self) -> Iterator[UserBatch]:
         while (item := self._queue.get()) is not self._DONE:
+            if self._audience is not None:
+                self._audience.result()  # nothing is sent before the audience is settled
             number, batch = item
             if batch is not None:
                 self._held.release()

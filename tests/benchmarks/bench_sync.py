@@ -430,8 +430,14 @@ def main() -> None:
                 "",
             ),
             (
-                f"   source reads, {args.users:,} rows x 8 columns, 5 used: rows/s",
-                ", ".join(f"{path} {rate:,.0f}" for path, rate in n["reads"].items()),
+                f"   source reads, {args.users:,} rows x 8 columns (5 used), SQLite: rows/s",
+                "narrowed {sqlite narrowed:,.0f}, as written {sqlite as written:,.0f}".format_map(n["reads"]),
+                "",
+            ),
+            ("     SQLite via SQLAlchemy + pandas", f"{n['reads']['sqlite sqlalchemy']:,.0f}", ""),
+            (
+                "     PostgreSQL: ADBC (Arrow) vs SQLAlchemy + pandas",
+                "{postgres adbc:,.0f} vs {postgres sqlalchemy:,.0f}".format_map(n["reads"]),
                 "",
             ),
             (

@@ -179,3 +179,24 @@ def test_launch_validation_refuses_with_one_clear_message_and_sends_nothing(sand
 def _task_error_section(output: str, message: str) -> str:
     position = output.find(message)
     return output[max(0, position - 300) : position]
+
+
+@pytest.mark.usefixtures("airflow_home")
+def test_a_source_that_fails_mid_read_leaves_a_failed_row_counting_nothing_and_the_retry_starts_afresh(
+    sandbox, tmp_path
+):
+    """SQLite raises on row 36,001 (after nine chunks, batches staged); the row is failed with zero
+    counts (how many entered is unknown) and the task is left to Airflow's retry, not an invariant error."""
+    warehouse = tmp_path / "warehouse.db"
+    seed_warehouse(warehouse, 40_000)
+    failing = "SELECT * FROM entrants WHERE json(CASE WHEN rowid > 36000 THEN 'x' ELSE '1' END) ORDER BY rowid"
+    spec = {"dag_id": "sync_mid_read", "tasks": [sync_task("sync", "Mid read", sql=failing, batch_size=1000)]}
+    done = dags_test("sync_mid_read", airflow_env(sandbox, warehouse, spec))
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "Reading the source failed after its first chunk" in output
+    assert "AssertionError" not in output
+    [row] = results(warehouse)
+    assert (row["status"], row["entered"], row["synced"], row["pending"]) == ("failed", 0, 0, 0)
+    with sqlite3.connect(warehouse) as db:
+        [(status,)] = db.execute("SELECT status FROM tiktok_audience_sync_ledger").fetchall()
+    assert status == "staging"  # a retry starts afresh

@@ -1,0 +1,75 @@
+"""Staging goes on while the audience is settled; nothing is handed to the upload before it is."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pandas as pd
+import pytest
+
+from airflow_provider_tiktok.audience import PrepareOptions
+from airflow_provider_tiktok.exceptions import TikTokConfigurationError
+from airflow_provider_tiktok.sync.ledger import Ledger, Status, SyncKey, SyncRecord
+from airflow_provider_tiktok.sync.staging import Preparation
+from airflow_provider_tiktok.sync.timing import PhaseClock
+from airflow_provider_tiktok.warehouse import Warehouse
+
+CHUNKS = [pd.DataFrame({"user_id": range(n, n + 4), "email": [f"u{i}@x.com" for i in range(n, n + 4)]}) for n in (0, 4)]
+
+
+@pytest.fixture
+def ledger(tmp_path, monkeypatch) -> Ledger:
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "w.db")}))
+    ledger = Ledger(Warehouse("warehouse"), "ledger", SyncKey("dag", "sync", "run", -1))
+    ledger.ensure_tables()
+    return ledger
+
+
+def stage(ledger: Ledger, settle) -> tuple[SyncRecord, object]:
+    record = SyncRecord.new("7001", None, "VIP", "add")
+    preparation = Preparation(PrepareOptions({"email": "email"}, "user_id"), batch_size=2)
+    return record, preparation.stage(iter(CHUNKS), ledger, record, PhaseClock(), settle)
+
+
+def test_every_batch_is_staged_while_the_audience_is_settled_and_only_then_handed_on(ledger):
+    release, asked = threading.Event(), []
+
+    def settle(first) -> None:
+        asked.append(first.number)
+        release.wait(5)
+        record.audience_id = "7100000000001"
+
+    record, feed = stage(ledger, settle)
+    handed: list[int] = []
+    consumer = threading.Thread(target=lambda: handed.extend(batch.number for batch in feed))
+    consumer.start()
+    feed._thread.join(5)  # staging ended though the audience is not settled yet
+    assert asked == [1] and ledger.totals().count(Status.PENDING) == 8 and handed == []
+    assert ledger.load().status is Status.STAGING  # not resumable before the audience is named
+    release.set()
+    consumer.join(5)
+    assert handed == [1, 2, 3, 4]
+    loaded = ledger.load()
+    assert loaded.status is Status.PENDING and loaded.audience_id == "7100000000001"
+
+
+def test_a_refused_audience_stops_the_upload_and_leaves_the_sync_to_start_afresh(ledger):
+    def settle(first) -> None:
+        raise TikTokConfigurationError("Audience 'VIP' does not exist for advertiser 7001")
+
+    _, feed = stage(ledger, settle)
+    with pytest.raises(TikTokConfigurationError, match="does not exist"):
+        list(feed)
+    with pytest.raises(TikTokConfigurationError):
+        feed.finish()
+    assert ledger.load().status is Status.STAGING
+
+
+def test_a_sync_without_users_still_waits_for_the_launch_checks(ledger):
+    settled: list[object] = []
+    record = SyncRecord.new("7001", None, "VIP", "add")
+    preparation = Preparation(PrepareOptions({"email": "email"}, "user_id"), batch_size=2)
+    feed = preparation.stage(iter(()), ledger, record, PhaseClock(), settled.append)
+    assert list(feed) == [] and settled == [None]
+    assert ledger.load().status is Status.PENDING
