@@ -41,7 +41,7 @@ from airflow_provider_tiktok.hooks.tiktok import MAPPING_ACTIONS, TikTokHook, ch
 from airflow_provider_tiktok.lineage import announce_refresh, audience_alias, sync_lineage
 from airflow_provider_tiktok.links.tiktok import AUDIENCE_XCOM_KEY, TikTokAudienceLink
 from airflow_provider_tiktok.sync.attempt import AttemptLimits, UploadAttempt
-from airflow_provider_tiktok.sync.launch import LaunchChecks
+from airflow_provider_tiktok.sync.launch import LaunchChecks, beside
 from airflow_provider_tiktok.sync.ledger import (
     DEFAULT_LEDGER_RETENTION,
     BatchTotals,
@@ -389,9 +389,13 @@ class SyncAudienceOperator(BaseOperator):
         return AttemptLimits(self.retry_window, self.attempt_budget, self.concurrency)
 
     def _launch_checks(self, hook: TikTokHook, record: SyncRecord, uploader: Uploader) -> None:
-        """The token reaches every ad account, and the audience is found or may be created."""
-        hook.check_access(record.advertiser_ids)
-        self._find_audience(hook, record)
+        """The token reaches every ad account, and the audience is found or may be created: the access check
+        and the lookup go out together (each is a round trip), a refused token reported before the lookup."""
+        access = beside(lambda: hook.check_access(record.advertiser_ids), "tiktok-access")
+        try:
+            self._find_audience(hook, record)
+        finally:
+            access.result()
         if record.audience_id is not None and not self.dry_run:
             # Staging creates audiences only when the primary's is missing: the others' are settled now.
             uploader.reach_other_accounts(str(record.audience_name), record.audience_id)
