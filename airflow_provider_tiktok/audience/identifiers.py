@@ -236,9 +236,10 @@ def hash_array(values: pa.Array, algorithm: str) -> pa.StringArray:
     return digests.combine_chunks().cast(pa.string())
 
 
-def digest_heads(digests: pa.Array, count: int) -> np.ndarray:
-    """The first 8 bytes (64 random bits) of each of the ``count`` valid digests, raw bytes or hex, as one
-    uint64 each: Arrow slices the heads off, and a null slices to nothing, so the heads lie end to end."""
+def digest_heads(digests: pa.Array) -> np.ndarray:
+    """The first 8 bytes (64 random bits) of each valid digest, raw bytes or hex, as one uint64 each: Arrow
+    slices the heads off, and a null slices to nothing, so the heads lie end to end."""
+    count = len(digests) - digests.null_count
     if pa.types.is_binary(digests.type):
         return np.frombuffer(pc.binary_slice(digests, 0, 8).buffers()[2], dtype=np.uint64, count=count)
     heads = pc.utf8_slice_codeunits(digests, 0, 16).buffers()[2].to_pybytes()[: count * 16]

@@ -218,7 +218,7 @@ def user_key_hashes(keys: pd.Series) -> np.ndarray:
     hashes = np.empty(len(keys), dtype=np.uint64)
     hashes[integral] = pd.util.hash_array(numbers[integral])
     if not integral.all():
-        hashes[~integral] = digest_heads(hash_array(key_text(keys[~integral]), "sha256"), int((~integral).sum()))
+        hashes[~integral] = digest_heads(hash_array(key_text(keys[~integral]), "sha256"))
     return hashes
 
 

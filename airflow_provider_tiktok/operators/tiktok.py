@@ -350,7 +350,7 @@ class SyncAudienceOperator(BaseOperator):
         uploader = self._uploader(hook, record, preparation)
         results.open_row(ledger.key, record)  # a table refusing our row stops the sync before any call
         with results.failed_if_raises(ledger.key, record):
-            launch = LaunchChecks(lambda: self._launch_checks(hook, record, uploader))
+            launch = LaunchChecks(lambda: self._launch_checks(hook, record))
             needs = (self.entered_at_column,) if self.entered_at_column else ()
             source = Source(self.sql, self.parameters, self.source, self.chunk_size, needs)
             try:
@@ -366,11 +366,14 @@ class SyncAudienceOperator(BaseOperator):
             return self._dry_run(results, ledger.key, record, preparation.count_only(frames, record, warehouse))
 
         def settle_audience(first_batch: UserBatch | None) -> None:
+            """The first write to TikTok, once the checks passed and the source proved readable: the audience
+            is created with the first batch when missing, then reached from the other accounts."""
             launch.wait()
             if first_batch is not None and record.audience_id is None:
                 # Named in the record first: if reaching the other accounts fails, the results row still
                 # says which audience the first batch went to.
                 record.audience_id = uploader.create_audience(str(record.audience_name), first_batch)
+            if record.audience_id is not None:
                 uploader.reach_other_accounts(str(record.audience_name), record.audience_id)
 
         batches = preparation.stage(frames, ledger, record, clock, settle_audience)
@@ -388,17 +391,14 @@ class SyncAudienceOperator(BaseOperator):
     def _limits(self) -> AttemptLimits:
         return AttemptLimits(self.retry_window, self.attempt_budget, self.concurrency)
 
-    def _launch_checks(self, hook: TikTokHook, record: SyncRecord, uploader: Uploader) -> None:
-        """The token reaches every ad account, and the audience is found or may be created: the access check
-        and the lookup go out together (each is a round trip), a refused token reported before the lookup."""
+    def _launch_checks(self, hook: TikTokHook, record: SyncRecord) -> None:
+        """The token reaches every ad account, and the audience is found or may be created; reads only. The
+        access check and the lookup go out together (each is a round trip), a refused token reported first."""
         access = beside(lambda: hook.check_access(record.advertiser_ids), "tiktok-access")
         try:
             self._find_audience(hook, record)
         finally:
             access.result()
-        if record.audience_id is not None and not self.dry_run:
-            # Staging creates audiences only when the primary's is missing: the others' are settled now.
-            uploader.reach_other_accounts(str(record.audience_name), record.audience_id)
 
     def _find_audience(self, hook: TikTokHook, record: SyncRecord) -> None:
         """Fill in the target audience, or make sure it may be created once there are users to send."""

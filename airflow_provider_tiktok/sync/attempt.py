@@ -60,7 +60,7 @@ class UploadAttempt:
         self.counters = AttemptCounters(hook.stats, record, ledger)
 
     def send(self, batch: UserBatch) -> None:
-        """The audience id is known by now: staging created the audience before handing on its first batch."""
+        """The audience id is known by now: the feed hands on no batch before the audience is settled."""
         action = batch.action or self.record.action
         self.uploader.send(batch, str(self.record.audience_id), action)  # type: ignore[arg-type]
 

@@ -1,8 +1,8 @@
-"""A sync's launch checks (token, ad accounts, target audience) run beside the first reads of its source.
+"""A sync's launch checks (token, ad accounts, target audience; reads only) run beside its source read.
 
 They are API calls, each a network round trip; the source read is warehouse work. Run one after the other,
 a mirror run that changes little spends a sixth of its time waiting on the calls. What the checks find is
-waited for only where it is needed: before the audience is created or anything is staged (``wait``), and
+waited for only where it is needed: before anything is written to TikTok or a batch sent (``wait``), and
 before a read is over (``guard``: a mirror plan reads the snapshot of the audience they found). A refusal
 also stops the read at its next chunk, so a bad token does not cost a whole read.
 """
@@ -33,9 +33,12 @@ class LaunchChecks:
         self._done.result()
 
     def guard(self, chunks: Iterator[T]) -> Iterator[T]:
-        """The chunks, stopped by a refusal; the read ends only once the checks passed."""
-        for chunk in chunks:
-            if self._done.done():
-                self.wait()
-            yield chunk
-        self.wait()
+        """The chunks, stopped by a refusal; the read ends, even by an error, only once the checks are over
+        (a refusal then replaces the read's own error: a refused token says more)."""
+        try:
+            for chunk in chunks:
+                if self._done.done():
+                    self.wait()
+                yield chunk
+        finally:
+            self.wait()

@@ -143,7 +143,7 @@ def fingerprints(table: pa.Table, fields: Sequence[str]) -> pa.Array:
         if not valid.any():
             continue
         with np.errstate(over="ignore"):
-            mixed = (digest_heads(column, int(valid.sum())) ^ _field_salt(name)) * _MIX
+            mixed = (digest_heads(column) ^ _field_salt(name)) * _MIX
             total[valid] += (mixed ^ (mixed >> np.uint64(29))) * _MIX
     return pa.array(total.view(np.int64))
 

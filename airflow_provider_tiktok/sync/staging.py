@@ -12,7 +12,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +98,9 @@ class Preparation:
         clock: PhaseClock,
         record: SyncRecord,
         warehouse: Warehouse,
+        dry_run: bool = False,
     ) -> Iterator[UserBatch]:
+        """The sync's batches; a dry run plans a mirror run that would be refused and changes no snapshot."""
         entered: deque[pd.Series] = deque()
         frames = self._remember_entry_times(clock.timed("read", frames), entered)
         prepared = self._reporting(preparer.prepare(frames, workers=self.workers), entered)
@@ -111,10 +113,16 @@ class Preparation:
             snapshot = self.mirror.snapshot(warehouse, record.advertiser_id, record.audience_id)
             plan = plan_mirror(current, snapshot.fingerprints(), fields, lambda keys: snapshot.digests_of(keys, fields))
         log.info("%s", plan.describe().capitalize())
+        try:
+            self.mirror.check(plan)
+        except RemovalRefused as refused:
+            if not dry_run:
+                raise  # before the record counts anyone: staging did not end, so its failed row counts nothing
+            log.warning("A real run would be refused: %s", refused)
         record.unchanged = plan.unchanged
-        self.mirror.check(plan)
-        snapshot.forget(plan.covered)
         record.removed_without_request = len(plan.covered)
+        if not dry_run:
+            snapshot.forget(plan.covered)
         return plan.batches(self.options.id_schema, fields, self.batch_size)
 
     def _remember_entry_times(
@@ -139,12 +147,9 @@ class Preparation:
         """A dry run: prepare (and plan) without staging; the batches it would send, as pending totals."""
         preparer = UserPreparer(self.options)
         would_send: dict[tuple[str, Status], int] = {}
-        try:
-            for batch in self.batches(frames, preparer, PhaseClock(), record, warehouse):
-                kind = (str(batch.action), Status.PENDING)
-                would_send[kind] = would_send.get(kind, 0) + batch.counted_users
-        except RemovalRefused as refused:
-            log.warning("A real run would be refused: %s", refused)
+        for batch in self.batches(frames, preparer, PhaseClock(), record, warehouse, dry_run=True):
+            kind = (str(batch.action), Status.PENDING)
+            would_send[kind] = would_send.get(kind, 0) + batch.counted_users
         record.count_prepared(preparer.counts)
         return BatchTotals(users=would_send)
 
@@ -223,12 +228,13 @@ class StagingFeed:
         except BaseException as err:  # handed to the consuming thread, which raises it
             self._error = err
         finally:
+            if self._audience is not None:
+                wait([self._audience])  # no API call of this sync outlives its staging
             self._queue.put(self._DONE)
 
     def __iter__(self) -> Iterator[UserBatch]:
         while (item := self._queue.get()) is not self._DONE:
-            if self._audience is not None:
-                self._audience.result()  # nothing is sent before the audience is settled
+            self._audience_settled()
             number, batch = item
             if batch is not None:
                 self._held.release()
@@ -236,6 +242,16 @@ class StagingFeed:
             else:
                 yield self.ledger.load_batch(number)
         self._raise_if_failed()
+
+    def _audience_settled(self) -> None:
+        """Nothing is sent before the audience is settled; a refusal ends staging before it is raised."""
+        if self._audience is None:
+            raise RuntimeError("a staged batch was handed on before its audience was settled")
+        try:
+            self._audience.result()
+        except BaseException:
+            self._thread.join()
+            raise
 
     def finish(self) -> None:
         """Wait until every batch is staged (the upload may have stopped early), raising what staging hit."""

@@ -184,3 +184,35 @@ def test_mirror_on_postgres_changes_only_the_connection(sandbox, postgres_server
     ordered = frame.sort_values("user_id", kind="stable")
     members_equal_query(sandbox, row, ordered, [truths[i] for i in ordered.index])
     assert row["removed"] > 0
+
+
+@pytest.mark.usefixtures("airflow_home")
+def test_a_query_keeping_too_few_users_is_refused_with_a_failed_row_and_its_dry_run_counts_the_plan(sandbox, tmp_path):
+    """600 of 1,500 users stay (60 % would leave): the refusal fails the task without a retry and the row says
+    failed counting nothing; the dry run of the same plan counts the stayers as unchanged, and writes nothing."""
+    warehouse = tmp_path / "warehouse.db"
+    frame, truths = generate_entrants(1_500, seed=29)
+    write_entrants(f"sqlite:///{warehouse}", frame)
+    env = airflow_env(sandbox, warehouse, {"dag_id": "mirror_shrunk", "tasks": [mirror_task(retries=2)]})
+    assert dags_test("mirror_shrunk", env, logical_date=DAYS[0]).returncode == 0
+    [first] = results(warehouse)
+    write_entrants(f"sqlite:///{warehouse}", frame.iloc[:600])
+    with sqlite3.connect(warehouse) as db:
+        snapshot_rows = db.execute("SELECT COUNT(*) FROM tiktok_audience_snapshot").fetchone()
+
+    dry = {"dag_id": "mirror_shrunk_dry", "tasks": [mirror_task(dry_run=True, ledger_table="dry_ledger")]}
+    done = dags_test("mirror_shrunk_dry", airflow_env(sandbox, warehouse, dry), logical_date=DAYS[1])
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "A real run would be refused" in done.stdout
+    dry_row = latest_row(warehouse)
+    assert dry_row["status"] == "dry_run" and dry_row["unchanged"] > 0 and dry_row["entered"] == 600
+
+    refused = dags_test("mirror_shrunk", env, logical_date=DAYS[1])
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "Refusing the mirror plan" in output and "AssertionError" not in output
+    assert "up_for_retry" not in output.lower()
+    row = latest_row(warehouse)
+    assert (row["status"], row["entered"], row["unchanged"], row["removed"]) == ("failed", 0, 0, 0)
+    with sqlite3.connect(warehouse) as db:
+        assert db.execute("SELECT COUNT(*) FROM tiktok_audience_snapshot").fetchone() == snapshot_rows
+    assert sorted(sandbox.members(first["audience_id"])) == sorted(expected_sync(frame, truths)["members"])

@@ -39,3 +39,22 @@ def test_a_refusal_stops_an_endless_read_at_its_next_chunk_and_wait_raises_it():
     assert len(read) < 100
     with pytest.raises(TikTokConfigurationError):
         launch.wait()
+
+
+def test_a_read_that_fails_waits_for_the_checks_and_a_refusal_replaces_its_error():
+    started = threading.Event()
+
+    def refused() -> None:
+        started.wait(5)
+        raise TikTokConfigurationError("advertiser 7 is not authorised for this token")
+
+    def broken_read():
+        yield 1
+        started.set()
+        raise OSError("disk I/O error")
+
+    with pytest.raises(TikTokConfigurationError, match="not authorised") as caught:
+        list(LaunchChecks(refused).guard(broken_read()))
+    assert isinstance(caught.value.__context__, OSError)
+    with pytest.raises(OSError):  # checks that pass leave the read's own error
+        list(LaunchChecks(lambda: None).guard(broken_read()))
