@@ -31,10 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_tiktok.audience.identifiers import (
-    DIGEST_LENGTH,
     FIELD_ORDER,
     FieldRules,
     MatchField,
+    digest_fingerprints,
     digest_heads,
     hash_array,
     id_schema_for,
@@ -110,7 +110,7 @@ class ChunkResult:
 
     rows: int
     user_keys: np.ndarray
-    identity_keys: np.ndarray
+    fingerprints: np.ndarray  # of each usable row's digests: its identity
     digests: list[pa.Array]
     not_synced: Counter[str]
     invalid_by_field: Counter[str]
@@ -126,6 +126,7 @@ class PreparedUsers:
     """
 
     digests: list[pa.Array]
+    fingerprints: np.ndarray  # of each user's digests (``digest_fingerprints``): the identity
     rejects: pa.Table = field(default_factory=REJECTS_SCHEMA.empty_table)
     keys: pd.Series | None = None  # the user key cells, as read
     entered_at: pa.Array | None = None  # epoch seconds each user entered, when the sync measures freshness
@@ -182,7 +183,6 @@ def prepare_chunk(frame: pd.DataFrame, options: PrepareOptions) -> ChunkResult:
     not_synced = Counter(reasons[~usable].tolist())
     digests = [outcome.digests.filter(pa.array(usable)) for outcome in outcomes]
     usable_keys = key_column[usable]
-    algorithms = [options.rules.algorithm(f) for f in options.fields]
     rejects = pa.table(
         [
             key_text(key_column[~usable]),
@@ -194,16 +194,13 @@ def prepare_chunk(frame: pd.DataFrame, options: PrepareOptions) -> ChunkResult:
     return ChunkResult(
         rows=rows,
         user_keys=user_key_hashes(usable_keys),
-        identity_keys=identity_keys(digests, algorithms),
+        fingerprints=digest_fingerprints({f.value: d for f, d in zip(options.fields, digests, strict=True)}),
         digests=digests,
         not_synced=not_synced,
         invalid_by_field=invalid_by_field,
         rejects=rejects,
         usable_keys=usable_keys,
     )
-
-
-_MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 def user_key_hashes(keys: pd.Series) -> np.ndarray:
@@ -245,28 +242,6 @@ def _integral_keys(keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return integral.to_numpy(zero_copy_only=False), numbers.to_numpy(zero_copy_only=False)
 
 
-def identity_keys(digests: list[pa.Array], algorithms: list[str]) -> np.ndarray:
-    """A 64-bit key per row from its digests, read straight from Arrow's buffers.
-
-    The first 16 hex characters of a digest carry 64 random bits; as ASCII they are two uint64
-    words, mixed multiplicatively. A missing digest contributes its column position instead.
-    """
-    rows = len(digests[0]) if digests else 0
-    keys = np.zeros(rows, dtype=np.uint64)
-    for position, (column, algorithm) in enumerate(zip(digests, algorithms, strict=True), start=1):
-        width = DIGEST_LENGTH[algorithm]
-        filled = column.fill_null("0" * width)
-        offsets = np.frombuffer(filled.buffers()[1], dtype=np.int32)[filled.offset : filled.offset + rows + 1]
-        start = int(offsets[0]) if rows else 0
-        chars = np.frombuffer(filled.buffers()[2], dtype=np.uint8)[start : start + rows * width]
-        words = np.ascontiguousarray(chars.reshape(rows, width)[:, :16]).view(np.uint64)
-        with np.errstate(over="ignore"):
-            column_key = (words[:, 0] ^ (words[:, 1] * _MIX)) * _MIX
-            column_key[~column.is_valid().to_numpy(zero_copy_only=False)] = np.uint64(position)
-            keys = (keys ^ column_key) * _MIX + np.uint64(position)
-    return keys
-
-
 class UserPreparer:
     """Streams chunks through preparation and de-duplication, keeping exact counts as it goes."""
 
@@ -291,7 +266,7 @@ class UserPreparer:
         counts.entered += result.rows
         counts.not_synced.update(result.not_synced)
         counts.invalid_by_field.update(result.invalid_by_field)
-        user_keys, identities = result.user_keys, result.identity_keys
+        user_keys, identities = result.user_keys, result.fingerprints
         duplicate = pd.Series(user_keys).duplicated().to_numpy() | pd.Series(identities).duplicated().to_numpy()
         duplicate |= self._seen_users.contains(user_keys) | self._seen_identities.contains(identities)
         keep = ~duplicate
@@ -314,7 +289,7 @@ class UserPreparer:
         digests = [column.filter(mask) for column in result.digests]
         for match_field, column in zip(self.options.fields, digests, strict=True):
             counts.coverage[match_field.value] += len(column) - column.null_count
-        return PreparedUsers(digests, rejects, result.usable_keys[keep])
+        return PreparedUsers(digests, identities[keep], rejects, result.usable_keys[keep])
 
 
 def map_chunks(frames: Iterable[pd.DataFrame], options: PrepareOptions, workers: int) -> Iterator[ChunkResult]:

@@ -363,7 +363,8 @@ class SyncAudienceOperator(BaseOperator):
             if self.dry_run:
                 launch.wait()
         if self.dry_run:
-            return self._dry_run(results, ledger.key, record, preparation.count_only(frames, record, warehouse))
+            totals = preparation.count_only(frames, record, warehouse, launch.wait)
+            return self._dry_run(results, ledger.key, record, totals)
 
         def settle_audience(first_batch: UserBatch | None) -> None:
             """The first write to TikTok, once the checks passed and the source proved readable: the audience
@@ -376,7 +377,7 @@ class SyncAudienceOperator(BaseOperator):
             if record.audience_id is not None:
                 uploader.reach_other_accounts(str(record.audience_name), record.audience_id)
 
-        batches = preparation.stage(frames, ledger, record, clock, settle_audience)
+        batches = preparation.stage(frames, ledger, record, clock, settle_audience, launch.wait)
         attempt = UploadAttempt(
             hook, uploader, ledger, results, record, preparation, clock, self._limits, self.log.info
         )

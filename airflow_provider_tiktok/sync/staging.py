@@ -24,7 +24,13 @@ from airflow_provider_tiktok.audience.prepare import PreparedUsers
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError, TikTokSourceError
 from airflow_provider_tiktok.sync.launch import beside
 from airflow_provider_tiktok.sync.ledger import BatchTotals, Ledger, Status, SyncRecord
-from airflow_provider_tiktok.sync.mirror import MirrorSettings, RemovalRefused, current_members, plan_mirror
+from airflow_provider_tiktok.sync.mirror import (
+    MirrorSettings,
+    RemovalRefused,
+    Snapshot,
+    current_members,
+    plan_mirror,
+)
 from airflow_provider_tiktok.sync.timing import PhaseClock
 from airflow_provider_tiktok.warehouse import Warehouse, one_line_error
 
@@ -98,20 +104,35 @@ class Preparation:
         clock: PhaseClock,
         record: SyncRecord,
         warehouse: Warehouse,
+        audience_found: Callable[[], None],
         dry_run: bool = False,
     ) -> Iterator[UserBatch]:
-        """The sync's batches; a dry run plans a mirror run that would be refused and changes no snapshot."""
+        """The sync's batches; a dry run plans a mirror run that would be refused and changes no snapshot.
+        ``audience_found`` returns once ``record`` names the target audience, if it exists (the launch checks)."""
         entered: deque[pd.Series] = deque()
         frames = self._remember_entry_times(clock.timed("read", frames), entered)
         prepared = self._reporting(preparer.prepare(frames, workers=self.workers), entered)
         if self.mirror is None:
             return clock.timed("prepare", iter_batches(prepared, self.options.id_schema, self.batch_size))
         fields = [f.value for f in self.options.fields]
-        with clock.phase("prepare"):
-            current = current_members(prepared, fields)
+        mirror = self.mirror
+
+        def load_snapshot() -> tuple[Snapshot, pa.Table]:
+            audience_found()
+            snapshot = mirror.snapshot(warehouse, record.advertiser_id, record.audience_id)
+            return snapshot, snapshot.fingerprints()
+
+        # Beside the read, once the checks have found the audience: the snapshot crosses the driver as JSON
+        # lines, built and parsed with the interpreter lock free, so the read does not slow down.
+        loading = beside(load_snapshot, "tiktok-snapshot")
+        try:
+            with clock.phase("prepare"):
+                current = current_members(prepared, fields)
+        finally:
+            wait([loading])  # no read of this sync outlives its staging
         with clock.phase("plan"):
-            snapshot = self.mirror.snapshot(warehouse, record.advertiser_id, record.audience_id)
-            plan = plan_mirror(current, snapshot.fingerprints(), fields, lambda keys: snapshot.digests_of(keys, fields))
+            snapshot, previous = loading.result()
+            plan = plan_mirror(current, previous, fields, lambda keys: snapshot.digests_of(keys, fields))
         log.info("%s", plan.describe().capitalize())
         try:
             self.mirror.check(plan)
@@ -143,11 +164,17 @@ class Preparation:
                 users.entered_at = pa.array(seconds.to_numpy(), pa.float64(), mask=seconds.isna().to_numpy())
             yield users
 
-    def count_only(self, frames: Iterator[pd.DataFrame], record: SyncRecord, warehouse: Warehouse) -> BatchTotals:
+    def count_only(
+        self,
+        frames: Iterator[pd.DataFrame],
+        record: SyncRecord,
+        warehouse: Warehouse,
+        audience_found: Callable[[], None],
+    ) -> BatchTotals:
         """A dry run: prepare (and plan) without staging; the batches it would send, as pending totals."""
         preparer = UserPreparer(self.options)
         would_send: dict[tuple[str, Status], int] = {}
-        for batch in self.batches(frames, preparer, PhaseClock(), record, warehouse, dry_run=True):
+        for batch in self.batches(frames, preparer, PhaseClock(), record, warehouse, audience_found, dry_run=True):
             kind = (str(batch.action), Status.PENDING)
             would_send[kind] = would_send.get(kind, 0) + batch.counted_users
         record.count_prepared(preparer.counts)
@@ -160,9 +187,10 @@ class Preparation:
         record: SyncRecord,
         clock: PhaseClock,
         settle_audience: Callable[[UserBatch | None], None],
+        audience_found: Callable[[], None],
     ) -> StagingFeed:
         """Stage every batch on a thread of its own and feed each to the upload once it is committed."""
-        return StagingFeed(self, frames, ledger, record, clock, settle_audience)
+        return StagingFeed(self, frames, ledger, record, clock, settle_audience, audience_found)
 
 
 class StagingFeed:
@@ -186,6 +214,7 @@ class StagingFeed:
         record: SyncRecord,
         clock: PhaseClock,
         settle_audience: Callable[[UserBatch | None], None],
+        audience_found: Callable[[], None],
         in_memory: int = 16,
     ) -> None:
         self.ledger, self.record = ledger, record
@@ -195,7 +224,7 @@ class StagingFeed:
         self._audience: Future[None] | None = None  # set before the first batch is handed on
         self._thread = threading.Thread(
             target=self._run,
-            args=(preparation, frames, clock, settle_audience),
+            args=(preparation, frames, clock, settle_audience, audience_found),
             name="tiktok-staging",
             daemon=True,
         )
@@ -207,10 +236,12 @@ class StagingFeed:
         frames: Iterator[pd.DataFrame],
         clock: PhaseClock,
         settle_audience: Callable[[UserBatch | None], None],
+        audience_found: Callable[[], None],
     ) -> None:
         try:
             preparer = UserPreparer(preparation.options)
-            prepared = preparation.batches(frames, preparer, clock, self.record, self.ledger.warehouse)
+            warehouse = self.ledger.warehouse
+            prepared = preparation.batches(frames, preparer, clock, self.record, warehouse, audience_found)
             self.ledger.save(self.record)  # still 'staging': a retry after a kill starts afresh
             for batch in clock.timed("stage", self.ledger.stage(prepared)):
                 if self._audience is None:

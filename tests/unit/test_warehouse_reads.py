@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from airflow_provider_tiktok.warehouse import Warehouse, _dollar_parameters
+from airflow_provider_tiktok.warehouse import TableSpec, Warehouse, _dollar_parameters
 
 
 @pytest.fixture
@@ -84,3 +86,30 @@ def test_sqlite_reads_only_the_columns_a_sync_uses_in_the_querys_own_order(wareh
 def test_a_query_that_cannot_be_narrowed_is_read_as_written(warehouse, query, columns, read):
     """The caller's column check then names what is missing, as it always did."""
     assert len(next(iter(warehouse.read_chunks(query, 5000, None, columns))).columns) == read
+
+
+KEYED = pa.schema([("user_key", pa.string()), ("fingerprint", pa.int64())])
+AWKWARD_KEYS = ["a", "b'quote", 'c"dq', "d\\back", "e\nnew line", "f\u00e9\u4e2d", "g\ttab", "h", "i,comma", "j]"]
+
+
+def test_keyed_rows_cross_in_json_pages_exactly_as_written(warehouse):
+    rows = [("7001", key, [2**63 - 1, -(2**63), None, 0][i % 4]) for i, key in enumerate(AWKWARD_KEYS)]
+    warehouse.execute(("CREATE TABLE keyed (owner TEXT, user_key TEXT PRIMARY KEY, fingerprint BIGINT)", ()))
+    warehouse.execute_many("INSERT INTO keyed VALUES (?, ?, ?)", [*rows, ("7002", "other owner", 5)])
+    for page_rows in (3, 5, 100):  # pages ending mid-way, exactly at the end, and one page
+        table = warehouse.read_in_key_order("keyed", "owner = ?", ("7001",), KEYED, page_rows=page_rows)
+        assert table.schema == KEYED
+        assert sorted(zip(*table.to_pydict().values(), strict=True)) == sorted(r[1:] for r in rows)
+    assert warehouse.read_in_key_order("keyed", "owner = ?", ("none",), KEYED).num_rows == 0
+
+
+def test_a_clustered_table_keeps_its_rows_in_key_order_on_sqlite(warehouse, tmp_path):
+    spec = TableSpec({"owner": "TEXT NOT NULL", "user_key": "TEXT NOT NULL", "n": "BIGINT"}, ("owner", "user_key"))
+    warehouse.ensure_table("plain", spec, "table")
+    warehouse.ensure_table("clustered", replace(spec, clustered=True), "table")
+    warehouse.ensure_table("clustered", replace(spec, clustered=True), "table")  # found as it is
+    with sqlite3.connect(tmp_path / "w.db") as db:
+        ddl = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+    assert ddl["clustered"].endswith("WITHOUT ROWID") and not ddl["plain"].endswith("WITHOUT ROWID")
+    warehouse.execute_many("INSERT INTO clustered VALUES (?, ?, ?)", [("7001", "b", 2), ("7001", "a", 1)])
+    assert warehouse.query("SELECT user_key FROM clustered") == [("a",), ("b",)]

@@ -78,8 +78,22 @@ def test_fingerprints_round_trip_on_postgres_and_only_leaving_users_digests_are_
             pa.string(),
         ),
     )
+    staying = staying.append_column("fingerprint", fingerprints(staying, FIELDS))
     plan = plan_mirror(staying, snapshot.fingerprints(), FIELDS, digests_of)
     assert (plan.departed, plan.changed, plan.unchanged) == (950, 1, USERS - 951)
     assert sorted(k for part in asked for k in part) == sorted([*departed, changed])
     assert plan.adds.column("user_key").to_pylist() == [changed]
     assert plan.removals.num_rows == 951
+
+
+def test_keyed_rows_cross_in_json_pages_on_postgres(snapshot):
+    keys = ["a", "b'quote", 'c"dq', "d\\back", "e\nnew line", "f\u00e9\u4e2d", "g\ttab", "h"]
+    rows = [(key, [2**63 - 1, -(2**63), None, 0][i % 4]) for i, key in enumerate(keys)]
+    warehouse = snapshot.warehouse
+    warehouse.execute(("DROP TABLE IF EXISTS review_keyed", ()))
+    warehouse.execute(("CREATE TABLE review_keyed (owner TEXT, user_key TEXT PRIMARY KEY, fingerprint BIGINT)", ()))
+    warehouse.execute_many("INSERT INTO review_keyed VALUES (%s, %s, %s)", [("7001", *r) for r in rows])
+    schema = pa.schema([("user_key", pa.string()), ("fingerprint", pa.int64())])
+    for page_rows in (3, 4, 100):
+        table = warehouse.read_in_key_order("review_keyed", "owner = %s", ("7001",), schema, page_rows=page_rows)
+        assert table.schema == schema and sorted(zip(*table.to_pydict().values(), strict=True)) == sorted(rows)

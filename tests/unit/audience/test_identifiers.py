@@ -15,6 +15,7 @@ import pytest
 from airflow_provider_tiktok.audience.identifiers import (
     FieldRules,
     MatchField,
+    digest_heads,
     id_schema_for,
     key_text,
     prepare_field,
@@ -342,3 +343,16 @@ def test_whole_numbers_of_any_float_dtype_are_read_as_digits(dtype):
     outcome = prepare_field(values, MatchField.PHONE, FieldRules(default_phone_country="US"))
     assert outcome.digests.to_pylist() == [sha256("+16505550002"), None, None]
     assert outcome.present.tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("start", [0, 1, 3])
+def test_digest_heads_are_the_first_eight_bytes_of_hex_or_raw_digests(start):
+    raw = [hashlib.sha256(str(i).encode()).digest() if i % 3 else None for i in range(12)]
+    raw[4] = hashlib.md5(b"4").digest()  # a shorter digest in the same column
+    expected = [int.from_bytes(d[:8], "little") for d in raw[start:] if d is not None]
+    hex_lower = pa.array([d.hex() if d else None for d in raw]).slice(start)
+    hex_upper = pa.array([d.hex().upper() if d else None for d in raw]).slice(start)
+    binary = pa.array(raw, pa.binary()).slice(start)
+    for column in (hex_lower, hex_upper, binary):
+        assert digest_heads(column).tolist() == expected
+    assert digest_heads(pa.nulls(3, pa.string())).tolist() == digest_heads(pa.array([], pa.binary())).tolist() == []

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_tiktok.sync.mirror import Snapshot, plan_mirror
+from airflow_provider_tiktok.sync.mirror import Snapshot, fingerprints, plan_mirror
 from airflow_provider_tiktok.warehouse import Warehouse
 
 FIELDS = ["email", "phone"]
@@ -30,15 +30,16 @@ population = st.dictionaries(st.sampled_from([f"u{i}" for i in range(8)]), user,
 
 
 def members(rows: dict[str, tuple[str | None, str | None]]) -> pa.Table:
-    """The query's users as prepared: hex digests."""
+    """The query's users as prepared: hex digests and their fingerprint."""
     keys = list(rows)
-    return pa.table(
+    table = pa.table(
         {
             "user_key": pa.array(keys, pa.string()),
             "email": pa.array([digest(f"e-{rows[k][0]}" if rows[k][0] else None) for k in keys], pa.string()),
             "phone": pa.array([digest(f"p-{rows[k][1]}" if rows[k][1] else None) for k in keys], pa.string()),
         }
     )
+    return table.append_column("fingerprint", fingerprints(table, FIELDS))
 
 
 def digests_held(table: pa.Table) -> set[tuple[str, str]]:

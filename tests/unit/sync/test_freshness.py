@@ -31,7 +31,8 @@ def test_each_batched_user_keeps_the_time_they_entered_and_reads_back_from_the_l
     )
     preparation = Preparation(PrepareOptions({"email": "email"}, "user_id"), 2, entered_at_column="entered_at")
     record = SyncRecord.new("7001", None, "VIP", "add")
-    batches = list(preparation.batches(iter([frame]), UserPreparer(preparation.options), PhaseClock(), record, None))
+    preparer = UserPreparer(preparation.options)
+    batches = list(preparation.batches(iter([frame]), preparer, PhaseClock(), record, None, lambda: None))
     entered = [t for b in batches for t in b.entered_at.to_pylist()]
     start = pd.Timestamp("2026-11-26T10:00:00Z").timestamp()
     assert entered[:2] == [start, start + 1]  # users 1 and 2 (the repeat of 2 and the invalid 3 left)

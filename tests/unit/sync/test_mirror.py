@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from airflow_provider_tiktok.audience import PrepareOptions, UserPreparer
 from airflow_provider_tiktok.sync.mirror import (
     MirrorPlan,
     RemovalRefused,
     binary_digests,
+    current_members,
     fingerprints,
     hex_digests,
     plan_mirror,
@@ -44,6 +47,7 @@ def plan_mirror_against(current: pa.Table, snapshot: pa.Table) -> MirrorPlan:
     """The plan, with the snapshot read as the warehouse would: fingerprints of all, digests of the leaving only;
     the query's users in hex, as prepared."""
     query = pa.table({"user_key": current["user_key"], **{f: hex_digests(current[f].combine_chunks()) for f in FIELDS}})
+    query = query.append_column("fingerprint", fingerprints(query, FIELDS))
     previous = pa.table({"user_key": snapshot.column("user_key"), "fingerprint": fingerprints(snapshot, FIELDS)})
     asked: list[set[str]] = []
 
@@ -130,3 +134,15 @@ def test_a_fingerprint_is_the_same_from_hex_digests_as_from_their_bytes():
     assert fingerprints(as_hex, FIELDS).to_pylist() == fingerprints(stored, FIELDS).to_pylist()
     assert fingerprints(upper, FIELDS).to_pylist() == fingerprints(stored, FIELDS).to_pylist()
     assert len(set(fingerprints(stored, FIELDS).to_pylist())) == 3
+
+
+def test_prepared_users_carry_the_fingerprint_the_snapshot_computes_from_the_bytes_sent():
+    """Computed by the prepare workers from hex, stored from bytes: were they to differ, every member would
+    look changed and each run would send the whole audience again."""
+    emails, phones = ["a@x.io", None, "c@x.io", "a@x.io"], [None, "+14155550100", "+14155550101", None]
+    frame = pd.DataFrame({"id": [1, 2, 3, 4], "email": emails, "phone": phones})
+    options = PrepareOptions({"email": "email", "phone": "phone"}, "id")
+    current = current_members(UserPreparer(options).prepare([frame]), FIELDS)
+    assert current.column("user_key").to_pylist() == ["1", "2", "3"]  # 4 repeats 1's identity
+    stored = pa.table({f: binary_digests(current.column(f).combine_chunks()) for f in FIELDS})
+    assert current.column("fingerprint").to_pylist() == fingerprints(stored, FIELDS).to_pylist()

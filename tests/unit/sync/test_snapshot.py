@@ -57,6 +57,7 @@ def test_a_member_without_a_fingerprint_is_planned_as_changed_and_loses_nothing_
     snapshot.warehouse.execute(("UPDATE snapshot SET fingerprint = NULL WHERE user_key = 'a'", ()))
     stored = snapshot.digests_of(pa.array(["a", "b"]), FIELDS)
     current = pa.table({"user_key": stored["user_key"], **{f: hex_digests(stored[f].combine_chunks()) for f in FIELDS}})
+    current = current.append_column("fingerprint", fingerprints(current, FIELDS))
     plan = plan_mirror(current, snapshot.fingerprints(), FIELDS, lambda keys: snapshot.digests_of(keys, FIELDS))
     assert (plan.changed, plan.unchanged, plan.departed) == (1, 1, 0)
     assert plan.adds.column("user_key").to_pylist() == ["a"] and plan.removals.num_rows == 0

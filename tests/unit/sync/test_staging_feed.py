@@ -1,4 +1,5 @@
-"""Staging goes on while the audience is settled; nothing is handed to the upload before it is."""
+"""Staging goes on while the audience is settled; nothing is handed to the upload before it is. A mirror
+plan's snapshot is read beside the source once the audience is found."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import threading
 import pandas as pd
 import pytest
 
-from airflow_provider_tiktok.audience import PrepareOptions
+from airflow_provider_tiktok.audience import PrepareOptions, UserPreparer
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError
 from airflow_provider_tiktok.sync.ledger import Ledger, Status, SyncKey, SyncRecord
+from airflow_provider_tiktok.sync.mirror import MirrorSettings
 from airflow_provider_tiktok.sync.staging import Preparation
 from airflow_provider_tiktok.sync.timing import PhaseClock
 from airflow_provider_tiktok.warehouse import Warehouse
@@ -29,7 +31,7 @@ def ledger(tmp_path, monkeypatch) -> Ledger:
 def stage(ledger: Ledger, settle) -> tuple[SyncRecord, object]:
     record = SyncRecord.new("7001", None, "VIP", "add")
     preparation = Preparation(PrepareOptions({"email": "email"}, "user_id"), batch_size=2)
-    return record, preparation.stage(iter(CHUNKS), ledger, record, PhaseClock(), settle)
+    return record, preparation.stage(iter(CHUNKS), ledger, record, PhaseClock(), settle, lambda: None)
 
 
 def test_every_batch_is_staged_while_the_audience_is_settled_and_only_then_handed_on(ledger):
@@ -70,6 +72,39 @@ def test_a_sync_without_users_still_waits_for_the_launch_checks(ledger):
     settled: list[object] = []
     record = SyncRecord.new("7001", None, "VIP", "add")
     preparation = Preparation(PrepareOptions({"email": "email"}, "user_id"), batch_size=2)
-    feed = preparation.stage(iter(()), ledger, record, PhaseClock(), settled.append)
+    feed = preparation.stage(iter(()), ledger, record, PhaseClock(), settled.append, lambda: None)
     assert list(feed) == [] and settled == [None]
     assert ledger.load().status is Status.PENDING
+
+
+def test_a_mirror_plan_reads_the_snapshot_of_the_audience_the_launch_checks_find(ledger):
+    """The snapshot is loaded beside the read, but only once the checks have named the audience: loaded
+    earlier, it would be no audience's and the plan would add every user again."""
+    warehouse = ledger.warehouse
+    mirror = MirrorSettings("snapshot", min_audience_size=1)
+    preparation = Preparation(PrepareOptions({"email": "email"}, "user_id"), batch_size=3, mirror=mirror)
+    mirror.snapshot(warehouse, "", None).ensure()
+    known = SyncRecord.new("7001", "7100000000001", None, "mirror")
+    first = preparation.batches(
+        iter(CHUNKS), UserPreparer(preparation.options), PhaseClock(), known, warehouse, lambda: None
+    )
+    snapshot = mirror.snapshot(warehouse, "7001", "7100000000001")
+    for batch in first:
+        snapshot.apply(batch, ["email"])
+
+    record = SyncRecord.new("7001", None, "VIP", "mirror")
+    found = threading.Event()
+
+    def audience_found() -> None:
+        found.wait(5)
+        record.audience_id = "7100000000001"
+
+    churned = [CHUNKS[0], CHUNKS[1].iloc[:3]]  # user 7 left
+    threading.Timer(0.2, found.set).start()
+    second = list(
+        preparation.batches(
+            iter(churned), UserPreparer(preparation.options), PhaseClock(), record, warehouse, audience_found
+        )
+    )
+    assert record.unchanged == 7
+    assert [(b.action, b.user_keys.to_pylist()) for b in second] == [("remove", ["7"])]
