@@ -2,9 +2,9 @@
 
 They are API calls, each a network round trip; the source read is warehouse work. Run one after the other,
 a mirror run that changes little spends a sixth of its time waiting on the calls. What the checks find is
-waited for only where it is needed: before anything is written to TikTok or a batch sent (``wait``), and
-before a read is over (``guard``: a mirror plan reads the snapshot of the audience they found). A refusal
-also stops the read at its next chunk, so a bad token does not cost a whole read.
+waited for only where it is needed: before anything is written to TikTok or a batch sent, before a mirror
+run loads the snapshot of the audience they found (``wait``), and before a read is over (``guard``). A
+refusal also stops the read at its next chunk, so a bad token does not cost a whole read.
 """
 
 from __future__ import annotations
