@@ -239,13 +239,14 @@ def hash_array(values: pa.Array, algorithm: str) -> pa.StringArray:
 
 
 def digest_heads(digests: pa.Array) -> np.ndarray:
-    """The first 8 bytes (64 random bits) of each valid digest, raw bytes or hex, as one uint64 each: Arrow
-    slices the heads off, and a null slices to nothing, so the heads lie end to end."""
+    """The first 8 bytes (64 random bits) of each valid digest, raw bytes or hex, as one uint64 each (read
+    little-endian on any machine: stored fingerprints are made of them): Arrow slices the heads off, and a null
+    slices to nothing, so the heads lie end to end."""
     count = len(digests) - digests.null_count
     if pa.types.is_binary(digests.type):
-        return np.frombuffer(pc.binary_slice(digests, 0, 8).buffers()[2], dtype=np.uint64, count=count)
+        return np.frombuffer(pc.binary_slice(digests, 0, 8).buffers()[2], dtype="<u8", count=count)
     heads = pc.utf8_slice_codeunits(digests, 0, 16).buffers()[2]
-    words = np.frombuffer(heads, dtype=np.uint64, count=2 * count).reshape(count, 2)  # 8 hex digits a word
+    words = np.frombuffer(heads, dtype="<u8", count=2 * count).reshape(count, 2)  # 8 hex digits a word
     return _hex_word(words[:, 0]) | (_hex_word(words[:, 1]) << np.uint64(32))
 
 
@@ -291,7 +292,7 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 def _field_salt(name: str) -> np.uint64:
     """A fixed 64-bit number per field name, the same in every process and version."""
-    return np.frombuffer(hashlib.sha256(name.encode()).digest()[:8], dtype=np.uint64)[0]
+    return np.frombuffer(hashlib.sha256(name.encode()).digest()[:8], dtype="<u8")[0]
 
 
 _CHUNK_TABLE = "chunk"

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -35,6 +35,7 @@ from airflow_provider_tiktok.sync.timing import PhaseClock
 from airflow_provider_tiktok.warehouse import Warehouse, one_line_error
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,14 @@ def _later_chunks(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         yield from frames
     except Exception as err:  # the driver's own exception types vary by warehouse
         raise TikTokSourceError(f"Reading the source failed after its first chunk: {one_line_error(err)}") from None
+
+
+def _stopped_by(work: Future[Any], items: Iterator[T]) -> Iterator[T]:
+    """``items`` until ``work`` beside them fails: its error is raised at the next item, not after the last."""
+    for item in items:
+        if work.done() and work.exception() is not None:
+            work.result()
+        yield item
 
 
 def epoch_seconds(values: pd.Series) -> pd.Series:
@@ -127,9 +136,10 @@ class Preparation:
         loading = beside(load_snapshot, "tiktok-snapshot")
         try:
             with clock.phase("prepare"):
-                current = current_members(prepared, fields)
+                current = current_members(_stopped_by(loading, prepared), fields)
         finally:
-            wait([loading])  # no read of this sync outlives its staging
+            with clock.phase("plan"):
+                wait([loading])  # no read of this sync outlives its staging
         with clock.phase("plan"):
             snapshot, previous = loading.result()
             plan = plan_mirror(current, previous, fields, lambda keys: snapshot.digests_of(keys, fields))

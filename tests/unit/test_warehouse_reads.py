@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from airflow_provider_tiktok.exceptions import TikTokWarehouseError
 from airflow_provider_tiktok.warehouse import TableSpec, Warehouse, _dollar_parameters
 
 
@@ -113,3 +114,37 @@ def test_a_clustered_table_keeps_its_rows_in_key_order_on_sqlite(warehouse, tmp_
     assert ddl["clustered"].endswith("WITHOUT ROWID") and not ddl["plain"].endswith("WITHOUT ROWID")
     warehouse.execute_many("INSERT INTO clustered VALUES (?, ?, ?)", [("7001", "b", 2), ("7001", "a", 1)])
     assert warehouse.query("SELECT user_key FROM clustered") == [("a",), ("b",)]
+
+
+def test_keyed_pages_hold_to_a_where_with_or_and_refuse_an_empty_page(warehouse):
+    warehouse.execute(("CREATE TABLE keyed (owner TEXT, user_key TEXT PRIMARY KEY, fingerprint BIGINT)", ()))
+    rows = [("a", "k1", 1), ("b", "k2", 2), ("a", "k3", 3), ("c", "k4", 4), ("b", "k5", 5)]
+    warehouse.execute_many("INSERT INTO keyed VALUES (?, ?, ?)", rows)
+    table = warehouse.read_in_key_order("keyed", "owner = ? OR owner = ?", ("a", "b"), KEYED, page_rows=2)
+    assert table.column("user_key").to_pylist() == ["k1", "k2", "k3", "k5"]  # each once, and it ends
+    with pytest.raises(ValueError, match="page_rows"):
+        warehouse.read_in_key_order("keyed", "owner = ?", ("a",), KEYED, page_rows=0)
+
+
+@pytest.mark.parametrize(
+    ("wording", "falls_back"),
+    [
+        ("OperationalError: no such function: json_object", True),  # SQLite built without JSON
+        ("UndefinedFunction: function json_build_object(unknown, text) does not exist", True),
+        ("OperationalError: no such table: keyed", False),
+    ],
+)
+def test_a_database_without_the_json_functions_is_read_row_by_row(warehouse, monkeypatch, wording, falls_back):
+    warehouse.execute(("CREATE TABLE keyed (owner TEXT, user_key TEXT PRIMARY KEY, fingerprint BIGINT)", ()))
+    warehouse.execute_many("INSERT INTO keyed VALUES (?, ?, ?)", [("a", "k1", 1), ("a", "k2", None)])
+
+    def refused(*args) -> None:
+        raise TikTokWarehouseError(f"Warehouse 'warehouse': {wording}")
+
+    monkeypatch.setattr(warehouse, "_read_json_lines", refused)
+    if not falls_back:
+        with pytest.raises(TikTokWarehouseError, match="no such table"):
+            warehouse.read_in_key_order("keyed", "owner = ?", ("a",), KEYED)
+        return
+    table = warehouse.read_in_key_order("keyed", "owner = ?", ("a",), KEYED)
+    assert sorted(zip(*table.to_pydict().values(), strict=True)) == [("k1", 1), ("k2", None)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pandas as pd
 import pytest
@@ -108,3 +109,40 @@ def test_a_mirror_plan_reads_the_snapshot_of_the_audience_the_launch_checks_find
     )
     assert record.unchanged == 7
     assert [(b.action, b.user_keys.to_pylist()) for b in second] == [("remove", ["7"])]
+
+
+def mirror_preparation(ledger: Ledger) -> Preparation:
+    mirror = MirrorSettings("snapshot", min_audience_size=1)
+    mirror.snapshot(ledger.warehouse, "", None).ensure()
+    return Preparation(PrepareOptions({"email": "email"}, "user_id"), batch_size=3, mirror=mirror)
+
+
+def test_a_snapshot_that_cannot_be_loaded_stops_the_read_at_its_next_chunk(ledger):
+    preparation, read = mirror_preparation(ledger), []
+
+    def chunks():
+        for n in range(100):
+            read.append(n)
+            time.sleep(0.01)
+            yield pd.DataFrame({"user_id": [n], "email": [f"u{n}@x.com"]})
+
+    def refused() -> None:
+        raise TikTokConfigurationError("Audience 7100000000001 was not found for 7001")
+
+    record = SyncRecord.new("7001", None, "VIP", "mirror")
+    with pytest.raises(TikTokConfigurationError, match="not found"):
+        preparation.batches(
+            chunks(), UserPreparer(preparation.options), PhaseClock(), record, ledger.warehouse, refused
+        )
+    assert len(read) < 100
+
+
+def test_waiting_for_the_snapshot_counts_as_planning(ledger):
+    preparation, clock = mirror_preparation(ledger), PhaseClock()
+    record = SyncRecord.new("7001", None, "VIP", "mirror")
+    list(
+        preparation.batches(
+            iter(CHUNKS), UserPreparer(preparation.options), clock, record, ledger.warehouse, lambda: time.sleep(0.5)
+        )
+    )
+    assert clock.seconds["plan"] >= 0.4 and record.unchanged == 0
