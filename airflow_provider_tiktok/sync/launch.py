@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -22,6 +22,14 @@ def beside(work: Callable[[], T], name: str) -> Future[T]:
     done = pool.submit(work)
     pool.shutdown(wait=False)  # the thread ends with the work
     return done
+
+
+def stopped_by(work: Future[Any], items: Iterator[T]) -> Iterator[T]:
+    """``items`` until ``work`` beside them fails: its error is raised at the next item, not after the last."""
+    for item in items:
+        if work.done():
+            work.result()
+        yield item
 
 
 class LaunchChecks:
@@ -36,9 +44,6 @@ class LaunchChecks:
         """The chunks, stopped by a refusal; the read ends, even by an error, only once the checks are over
         (a refusal then replaces the read's own error: a refused token says more)."""
         try:
-            for chunk in chunks:
-                if self._done.done():
-                    self.wait()
-                yield chunk
+            yield from stopped_by(self._done, chunks)
         finally:
             self.wait()

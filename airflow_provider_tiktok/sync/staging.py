@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -22,7 +22,7 @@ import pyarrow as pa
 from airflow_provider_tiktok.audience import PrepareOptions, UserBatch, UserPreparer, iter_batches
 from airflow_provider_tiktok.audience.prepare import PreparedUsers
 from airflow_provider_tiktok.exceptions import TikTokConfigurationError, TikTokSourceError
-from airflow_provider_tiktok.sync.launch import beside
+from airflow_provider_tiktok.sync.launch import beside, stopped_by
 from airflow_provider_tiktok.sync.ledger import BatchTotals, Ledger, Status, SyncRecord
 from airflow_provider_tiktok.sync.mirror import (
     MirrorSettings,
@@ -35,7 +35,6 @@ from airflow_provider_tiktok.sync.timing import PhaseClock
 from airflow_provider_tiktok.warehouse import Warehouse, one_line_error
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,14 +76,6 @@ def _later_chunks(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         yield from frames
     except Exception as err:  # the driver's own exception types vary by warehouse
         raise TikTokSourceError(f"Reading the source failed after its first chunk: {one_line_error(err)}") from None
-
-
-def _stopped_by(work: Future[Any], items: Iterator[T]) -> Iterator[T]:
-    """``items`` until ``work`` beside them fails: its error is raised at the next item, not after the last."""
-    for item in items:
-        if work.done() and work.exception() is not None:
-            work.result()
-        yield item
 
 
 def epoch_seconds(values: pd.Series) -> pd.Series:
@@ -136,7 +127,7 @@ class Preparation:
         loading = beside(load_snapshot, "tiktok-snapshot")
         try:
             with clock.phase("prepare"):
-                current = current_members(_stopped_by(loading, prepared), fields)
+                current = current_members(stopped_by(loading, prepared), fields)
         finally:
             with clock.phase("plan"):
                 wait([loading])  # no read of this sync outlives its staging

@@ -78,18 +78,21 @@ def test_a_sync_without_users_still_waits_for_the_launch_checks(ledger):
     assert ledger.load().status is Status.PENDING
 
 
+def mirror_preparation(ledger: Ledger) -> Preparation:
+    mirror = MirrorSettings("snapshot", min_audience_size=1)
+    mirror.snapshot(ledger.warehouse, "", None).ensure()
+    return Preparation(PrepareOptions({"email": "email"}, "user_id"), batch_size=3, mirror=mirror)
+
+
 def test_a_mirror_plan_reads_the_snapshot_of_the_audience_the_launch_checks_find(ledger):
     """The snapshot is loaded beside the read, but only once the checks have named the audience: loaded
     earlier, it would be no audience's and the plan would add every user again."""
-    warehouse = ledger.warehouse
-    mirror = MirrorSettings("snapshot", min_audience_size=1)
-    preparation = Preparation(PrepareOptions({"email": "email"}, "user_id"), batch_size=3, mirror=mirror)
-    mirror.snapshot(warehouse, "", None).ensure()
+    warehouse, preparation = ledger.warehouse, mirror_preparation(ledger)
     known = SyncRecord.new("7001", "7100000000001", None, "mirror")
     first = preparation.batches(
         iter(CHUNKS), UserPreparer(preparation.options), PhaseClock(), known, warehouse, lambda: None
     )
-    snapshot = mirror.snapshot(warehouse, "7001", "7100000000001")
+    snapshot = preparation.mirror.snapshot(warehouse, "7001", "7100000000001")
     for batch in first:
         snapshot.apply(batch, ["email"])
 
@@ -109,12 +112,6 @@ def test_a_mirror_plan_reads_the_snapshot_of_the_audience_the_launch_checks_find
     )
     assert record.unchanged == 7
     assert [(b.action, b.user_keys.to_pylist()) for b in second] == [("remove", ["7"])]
-
-
-def mirror_preparation(ledger: Ledger) -> Preparation:
-    mirror = MirrorSettings("snapshot", min_audience_size=1)
-    mirror.snapshot(ledger.warehouse, "", None).ensure()
-    return Preparation(PrepareOptions({"email": "email"}, "user_id"), batch_size=3, mirror=mirror)
 
 
 def test_a_snapshot_that_cannot_be_loaded_stops_the_read_at_its_next_chunk(ledger):
